@@ -1,0 +1,59 @@
+"""Request dependencies as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.keys.service import Principal, authenticate, parse_bearer
+from app.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent."""
+    async with runtime.sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+# Declared for OpenAPI's "Authorize" button; the checks themselves are ours (auto_error
+# would answer 403 for a missing header instead of the 401 the contract asks for).
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer sk_...")
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = parse_bearer(request.headers.get("authorization"))
+    return await authenticate(session, token=token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    async def dependency(principal: PrincipalDep) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return dependency

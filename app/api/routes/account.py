@@ -1,0 +1,64 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.accounts.schemas import AccountRead, TierLimitsRead
+from app.accounts.service import get_account
+from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from app.api.envelope import Envelope, error_responses, ok
+from app.credits.schemas import LedgerEntryRead, LedgerPage
+from app.credits.service import list_ledger
+
+router = APIRouter(prefix="/api/v1/account", tags=["account"], responses=error_responses(401))
+
+
+@router.get("", summary="The calling key's account: balance, tier and limits")
+async def read_account(
+    session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep
+) -> Envelope[AccountRead]:
+    account = await get_account(session, account_id=principal.account_id)
+    limits = runtime.settings.tier_limits(principal.tier)
+    return ok(
+        AccountRead(
+            id=account.id,
+            name=account.name,
+            balance=account.balance,
+            tier=principal.tier,
+            limits=TierLimitsRead(**limits.model_dump()),
+            create_time=account.created_at,
+        )
+    )
+
+
+@router.get("/ledger", summary="Credit movements, newest first", responses=error_responses(400))
+async def read_ledger(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        int | None, Query(ge=1, description="nextCursor of the previous page")
+    ] = None,
+) -> Envelope[LedgerPage]:
+    rows = await list_ledger(
+        session, account_id=principal.account_id, limit=limit + 1, before_id=cursor
+    )
+    page = rows[:limit]
+    has_more = len(rows) > limit
+    return ok(
+        LedgerPage(
+            items=[
+                LedgerEntryRead(
+                    id=e.id or 0,
+                    kind=e.kind,
+                    amount=e.amount,
+                    balance_after=e.balance_after,
+                    task_id=e.task_id,
+                    note=e.note,
+                    create_time=e.created_at,
+                )
+                for e in page
+            ],
+            has_more=has_more,
+            next_cursor=page[-1].id if has_more and page else None,
+        )
+    )

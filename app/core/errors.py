@@ -1,0 +1,56 @@
+"""One error hierarchy for every transport.
+
+`message` is the stable, client-facing text (the seed's exact wording where it names one);
+`details` carries extra machine-readable fields. REST maps an AppError to its status and
+envelope once, MCP to an `isError` tool result once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": self.message, **self.details}
+
+
+class InvalidInput(AppError):
+    status = 400
+
+
+class AuthenticationFailed(AppError):
+    status = 401
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("authentication failed", reason=reason)
+
+
+class PermissionDenied(AppError):
+    status = 403
+
+
+class InsufficientCredits(AppError):
+    status = 402
+
+    def __init__(self, **details: Any) -> None:
+        super().__init__("insufficient credits", **details)
+
+
+class NotFound(AppError):
+    status = 404
+
+
+class Conflict(AppError):
+    status = 409
+
+
+class RateLimited(AppError):
+    status = 429
