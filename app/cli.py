@@ -212,6 +212,16 @@ def serve(
     run_server(Settings(), host=host, port=port)
 
 
+@app.command("worker")
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Tasks run at once.")] = None,
+) -> None:
+    """Run workers in this process (scaled-out mode): claim due tasks until stopped."""
+    from app.jobs.runner import run_worker
+
+    run_worker(Settings(), concurrency=concurrency)
+
+
 def main() -> None:
     app()
 

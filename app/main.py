@@ -1,7 +1,9 @@
-"""The ASGI application: REST routes (and, mounted last, the MCP server)."""
+"""The ASGI application: REST routes, embedded workers (and, mounted last, the MCP server)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,9 +11,26 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api.errors import install_error_handlers
-from app.api.routes import account, health, keys
+from app.api.routes import account, health, jobs, keys, media, models
 from app.core.config import Settings
+from app.jobs.worker import Worker
 from app.runtime import Runtime
+
+
+@asynccontextmanager
+async def embedded_worker(runtime: Runtime) -> AsyncIterator[None]:
+    """In the embedded mode the workers live in the API process."""
+    if not runtime.settings.workers_in_process:
+        yield
+        return
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(runtime).run(stop), name="embedded worker")
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
         try:
-            yield
+            async with embedded_worker(runtime):
+                yield
         finally:
             await runtime.close()
 
@@ -33,6 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, account.router, keys.router):
+    for router in (
+        health.router,
+        account.router,
+        keys.router,
+        models.router,
+        jobs.router,
+        media.router,
+    ):
         app.include_router(router)
     return app

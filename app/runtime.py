@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.catalog.catalog import Catalog, load_catalog
 from app.core.config import Settings
 from app.db.engine import SessionFactory, create_engine, create_session_factory
+from app.jobs.notify import Notifier
+from app.limits.service import RateLimiter
+from app.media.storage import LocalMediaStore
+from app.providers.base import Provider
+from app.providers.local import LocalProvider
 
 
 @dataclass
@@ -18,20 +25,40 @@ class Runtime:
     sessions: SessionFactory
     redis: Redis | None
     signing_secret: str
+    catalog: Catalog
+    limiter: RateLimiter
+    notifier: Notifier
+    media_store: LocalMediaStore
+    providers: dict[str, Provider]
+    http: httpx.AsyncClient
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        # trust_env off: outbound fetches must not be routed through an ambient proxy,
+        # which would defeat the address guard.
+        http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        notifier = Notifier(redis, settings.redis_prefix)
+        await notifier.start()
+        local: Provider = LocalProvider(settings, http)
         return cls(
             settings=settings,
             engine=engine,
             sessions=create_session_factory(engine),
             redis=redis,
             signing_secret=settings.resolve_signing_secret(),
+            catalog=load_catalog(settings.catalog_path),
+            limiter=RateLimiter(settings),
+            notifier=notifier,
+            media_store=LocalMediaStore(settings.resolved_media_root),
+            providers={local.name: local},
+            http=http,
         )
 
     async def close(self) -> None:
+        await self.notifier.stop()
+        await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

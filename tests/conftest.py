@@ -12,8 +12,8 @@ from app.accounts.models import Account
 from app.accounts.service import create_account
 from app.core.config import Settings
 from app.keys.service import create_api_key
-from app.main import create_app
 from app.runtime import Runtime
+from tests.support.apps import running_app
 from tests.support.backends import TEST_REDIS_URL, fresh_database, prepare_template
 
 
@@ -36,6 +36,9 @@ def settings_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         "GENGATE_VAR_DIR": str(tmp_path / "var"),
         "GENGATE_SIGNING_SECRET": "test-signing-secret-" + uuid.uuid4().hex,
         "GENGATE_REDIS_PREFIX": "gengate-test-" + uuid.uuid4().hex[:12],
+        "GENGATE_LOCAL_FAULT_INJECTION": "true",
+        "GENGATE_SCAN_INTERVAL_SECONDS": "0.2",
+        "GENGATE_RETRY_BACKOFF_SECONDS": "0.1",
     }
     if TEST_REDIS_URL:
         env["GENGATE_REDIS_URL"] = TEST_REDIS_URL
@@ -51,8 +54,7 @@ def settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings) as (application, _client):
         yield application
 
 

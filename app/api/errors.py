@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import AppError
+from app.core.errors import AppError, AuthenticationFailed, RateLimited
 
 log = logging.getLogger("gengate.api")
 
@@ -32,9 +32,22 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     headers = None
-    if exc.status == 401:
+    if isinstance(exc, AuthenticationFailed):
         headers = {"WWW-Authenticate": 'Bearer realm="gengate"'}
+    elif isinstance(exc, RateLimited):
+        headers = rate_limit_headers(exc)
     return error_response(exc.status, exc.payload(), headers)
+
+
+def rate_limit_headers(exc: RateLimited) -> dict[str, str]:
+    retry_after = str(exc.details["retryAfter"])
+    return {
+        "Retry-After": retry_after,
+        "RateLimit-Limit": str(exc.details["limit"]),
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": retry_after,
+        "RateLimit-Policy": f"{exc.details['limit']};w={exc.details['windowSeconds']}",
+    }
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

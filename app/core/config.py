@@ -52,6 +52,28 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     db_pool_size: int = Field(default=20, gt=0)
 
+    # Jobs and workers
+    catalog_path: Path | None = None
+    workers_in_process: bool = True
+    worker_concurrency: int = Field(default=2, gt=0, le=64)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    # The lease scan is the safety net; wake-ups make pickup immediate.
+    scan_interval_seconds: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+
+    # Media and outbound URLs
+    public_url: str | None = None
+    media_url_ttl_seconds: int = Field(default=3600, gt=0)
+    allow_private_urls: bool = False
+    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    fetch_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    # The offline `local` provider: a fixed delay per task, and (for tests and demos)
+    # prompt directives such as [[fail:provider_error]] or [[delay:2000]].
+    local_delay_ms: int = Field(default=0, ge=0)
+    local_fault_injection: bool = False
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str | None) -> str | None:

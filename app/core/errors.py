@@ -54,3 +54,10 @@ class Conflict(AppError):
 
 class RateLimited(AppError):
     status = 429
+
+
+class TooManyActiveTasks(AppError):
+    status = 429
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__("too many active tasks", limit=limit)

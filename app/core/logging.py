@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any
 
-_KEY = re.compile(r"sk_[A-Za-z0-9_-]{6,}")
+_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk_[A-Za-z0-9_-]{6,}")
 
 
 class RedactKeys(logging.Filter):

@@ -4,8 +4,10 @@ from sqlmodel import SQLModel
 
 from app.accounts.models import Account
 from app.credits.models import LedgerEntry
+from app.jobs.models import Task
 from app.keys.models import ApiKey
+from app.media.models import MediaFile
 
 metadata = SQLModel.metadata
 
-__all__ = ["Account", "ApiKey", "LedgerEntry", "metadata"]
+__all__ = ["Account", "ApiKey", "LedgerEntry", "MediaFile", "Task", "metadata"]

@@ -54,9 +54,16 @@ class LiveServer:
 
 
 def start_server(
-    env: dict[str, str], workdir: Path, *, args: list[str] | None = None
+    env: dict[str, str],
+    workdir: Path,
+    *,
+    args: list[str] | None = None,
+    ready_path: str | None = "/readyz",
 ) -> LiveServer:
-    """Run `gengate serve` (or other args) with `env` and wait until /readyz answers."""
+    """Run `gengate serve` (or other args) with `env`; wait until `ready_path` answers 200.
+
+    With `ready_path=None` (a worker has no HTTP side) it returns once the process started.
+    """
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     stdout_path = workdir / f"server-{port}.out"
@@ -75,9 +82,10 @@ def start_server(
         if process.poll() is not None:
             raise AssertionError(f"server exited early:\n{server.log()}\n{server.stdout()}")
         try:
-            return httpx.get(server.base_url + "/readyz", timeout=1).status_code == 200
+            return httpx.get(server.base_url + str(ready_path), timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, timeout=30, what="server readiness")
+    if ready_path is not None:
+        wait_until(ready, timeout=30, what="server readiness")
     return server

@@ -1,0 +1,105 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request
+
+from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from app.api.envelope import Envelope, error_responses, ok
+from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
+from app.jobs.service import (
+    base_url_of,
+    cancel_task,
+    create_task,
+    describe_task,
+    estimate_task,
+    read_task,
+)
+
+router = APIRouter(
+    prefix="/api/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 403, 429)
+)
+
+_CREATE_EXAMPLE = {
+    "model": "gpt-image-2-text-to-image",
+    "input": {"prompt": "A clean product photo", "aspect_ratio": "1:1"},
+    "callBackUrl": "https://your-domain.com/webhooks/gengate",
+}
+CreateBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="`model`, the inputs (inside `input` or directly beside `model`), "
+        "and optionally `callBackUrl` / `callbackUrl`. See GET /api/v1/models for inputs.",
+        examples=[_CREATE_EXAMPLE],
+    ),
+]
+RequestIdHeader = Annotated[
+    str | None,
+    Header(alias="X-Request-Id", description="Idempotency key, unique per API key"),
+]
+TaskIdQuery = Annotated[str | None, Query(alias="taskId")]
+
+
+@router.post(
+    "/createTask",
+    summary="Create a generation task",
+    responses=error_responses(402, 409),
+)
+async def create(
+    body: CreateBody,
+    session: SessionDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    request_id: RequestIdHeader = None,
+) -> Envelope[TaskCreated]:
+    result = await create_task(
+        session,
+        runtime=runtime,
+        principal=principal,
+        spec=TaskCreate.from_arguments(body),
+        request_id=request_id,
+    )
+    task = result.task
+    state = "waiting" if task.status in ("queued", "generating") else task.status
+    return ok(TaskCreated(task_id=task.id, model=task.model, state=state))
+
+
+@router.get("/recordInfo", summary="A task's state and results", responses=error_responses(404))
+async def record_info(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    task_id: TaskIdQuery = None,
+) -> Envelope[TaskRead]:
+    view = await read_task(
+        session,
+        runtime=runtime,
+        principal=principal,
+        task_id=task_id,
+        base_url=base_url_of(runtime, str(request.base_url)),
+    )
+    return ok(view)
+
+
+@router.post("/estimate", summary="The price of a request; nothing is created")
+async def estimate(
+    body: CreateBody, session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep
+) -> Envelope[EstimateRead]:
+    spec = TaskCreate.from_arguments(body)
+    return ok(await estimate_task(session, runtime=runtime, principal=principal, spec=spec))
+
+
+@router.post(
+    "/cancel",
+    summary="Cancel a waiting task; its credits come back",
+    responses=error_responses(404, 409),
+)
+async def cancel(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    task_id: TaskIdQuery = None,
+) -> Envelope[TaskRead]:
+    task = await cancel_task(session, runtime=runtime, principal=principal, task_id=task_id)
+    base_url = base_url_of(runtime, str(request.base_url))
+    return ok(await describe_task(session, runtime=runtime, task=task, base_url=base_url))

@@ -1,0 +1,114 @@
+"""Terminal transitions of a task, each a conditional UPDATE plus its credit movement.
+
+The condition (`status` still active, and for a worker its own lease) makes every
+transition happen once: a canceled task's late result, or a second worker's duplicate,
+updates nothing and moves no credits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.ids import now_ms
+from app.credits.service import refund_hold, settle_hold
+from app.db.hooks import after_commit
+from app.jobs.failures import fail_code
+from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.jobs.notify import Notifier
+
+
+async def fail_task(
+    session: AsyncSession,
+    *,
+    notifier: Notifier,
+    task_id: str,
+    code: str,
+    message: str,
+    owner: str | None = None,
+) -> bool:
+    """Fail an active task and refund it unless the caller's input caused it.
+
+    With `owner`, only while that worker still holds the lease. Returns False when the
+    task was no longer active (or no longer ours).
+    """
+    now = now_ms()
+    stmt = (
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.status).in_(ACTIVE_STATUSES))
+        .values(
+            status=TaskStatus.FAIL.value,
+            fail_code=code,
+            fail_msg=message[:1000],
+            completed_at=now,
+            updated_at=now,
+            lease_owner=None,
+        )
+        .returning(col(Task.id))
+    )
+    if owner is not None:
+        stmt = stmt.where(col(Task.lease_owner) == owner)
+    if (await session.execute(stmt)).scalar_one_or_none() is None:
+        return False
+    if fail_code(code).refunded:
+        await refund_hold(session, task_id=task_id, note=code)
+    else:
+        await settle_hold(session, task_id=task_id)
+    after_commit(session, lambda: notifier.task_finished(task_id))
+    return True
+
+
+async def succeed_task(
+    session: AsyncSession, *, notifier: Notifier, task_id: str, owner: str
+) -> bool:
+    """Mark a task done and settle its hold, if `owner` still holds its lease."""
+    now = now_ms()
+    stmt = (
+        update(Task)
+        .where(
+            col(Task.id) == task_id,
+            col(Task.status) == TaskStatus.GENERATING.value,
+            col(Task.lease_owner) == owner,
+        )
+        .values(
+            status=TaskStatus.SUCCESS.value,
+            progress=100,
+            completed_at=now,
+            updated_at=now,
+            lease_owner=None,
+        )
+        .returning(col(Task.id))
+    )
+    if (await session.execute(stmt)).scalar_one_or_none() is None:
+        return False
+    await settle_hold(session, task_id=task_id)
+    after_commit(session, lambda: notifier.task_finished(task_id))
+    return True
+
+
+async def expire_overdue(
+    session: AsyncSession, *, notifier: Notifier, now: int, limit: int = 100
+) -> int:
+    """Fail with `expired` (and refund) every active task past its deadline."""
+    from sqlalchemy import select
+
+    ids = (
+        await session.execute(
+            select(col(Task.id))
+            .where(col(Task.status).in_(ACTIVE_STATUSES), col(Task.deadline_at) < now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    expired = 0
+    for task_id in list(ids):
+        if await fail_task(
+            session,
+            notifier=notifier,
+            task_id=task_id,
+            code="expired",
+            message="the task did not finish before its deadline",
+        ):
+            expired += 1
+    return expired

@@ -1,0 +1,81 @@
+"""Task shapes shared by REST and MCP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.core.errors import InvalidInput
+from app.core.schema import PublicModel
+
+_CALLBACK_FIELDS = ("callBackUrl", "callbackUrl")
+# Fields of a create request that are not model inputs.
+RESERVED_FIELDS = frozenset({"model", "input", "request_id", *_CALLBACK_FIELDS})
+
+
+class TaskCreate(BaseModel):
+    """A create request, whichever transport or argument format it came in."""
+
+    model: str | None
+    input: dict[str, Any]
+    callback_url: str | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> TaskCreate:
+        """Accept inputs inside `input`, directly beside `model`, or both.
+
+        Raises InvalidInput naming the field.
+        """
+        model = arguments.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidInput("model must be a string", field="model")
+        nested = arguments.get("input")
+        if nested is not None and not isinstance(nested, Mapping):
+            raise InvalidInput("input must be an object", field="input")
+        direct = {k: v for k, v in arguments.items() if k not in RESERVED_FIELDS}
+        callbacks = {arguments[f] for f in _CALLBACK_FIELDS if arguments.get(f)}
+        if len(callbacks) > 1:
+            raise InvalidInput("give callBackUrl or callbackUrl, not both", field="callBackUrl")
+        callback = callbacks.pop() if callbacks else None
+        if callback is not None and not isinstance(callback, str):
+            raise InvalidInput("callBackUrl must be a URL string", field="callBackUrl")
+        return cls(model=model, input={**(nested or {}), **direct}, callback_url=callback)
+
+
+class TaskCreated(PublicModel):
+    task_id: str
+    model: str
+    state: Literal["waiting", "success", "fail"]
+
+
+class TaskRead(PublicModel):
+    """The recordInfo `data` object; also the body of a callback."""
+
+    task_id: str
+    model: str
+    state: Literal["waiting", "success", "fail"]
+    stage: Literal["queued", "generating"] | None = Field(
+        description="while waiting: queued or generating"
+    )
+    progress: int
+    queue_position: int | None
+    param: str = Field(description="the request, as a JSON string")
+    result_json: str | None = Field(description='JSON string {"resultUrls": [...]}')
+    fail_code: str | None
+    fail_msg: str | None
+    fail_retryable: bool | None
+    credits: int = Field(description="credits charged (0 once refunded)")
+    cost_time: int | None
+    complete_time: int | None
+    create_time: int
+    update_time: int
+
+
+class EstimateRead(PublicModel):
+    model: str
+    credits: int
+    balance: int
+    affordable: bool
+    input: dict[str, Any]

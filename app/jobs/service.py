@@ -1,0 +1,289 @@
+"""Jobs: create, estimate, read, cancel. The only home of the task rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.accounts.models import Account
+from app.core.errors import Conflict, InvalidInput, NotFound, TooManyActiveTasks
+from app.core.ids import new_id, now_ms
+from app.credits.service import hold_credits
+from app.db.hooks import after_commit
+from app.jobs.failures import fail_code
+from app.jobs.lifecycle import fail_task
+from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.jobs.schemas import EstimateRead, TaskCreate, TaskRead
+from app.keys.models import ApiKey
+from app.keys.scopes import Scope
+from app.keys.service import Principal
+from app.limits.service import GROUP_CREATE, GROUP_QUERY
+from app.media.service import list_task_media, media_url
+from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax
+from app.runtime import Runtime
+
+REQUEST_ID_MAX = 200
+_URL_FIELDS = ("input_urls", "image_urls")
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    task: Task
+    created: bool  # False when an X-Request-Id replay returned an existing task
+
+
+@dataclass(frozen=True)
+class _Priced:
+    model_id: str
+    normalized: dict[str, Any]
+    price: int
+    request_hash: str
+
+
+def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
+    """Validate against the catalog and price it. Raises InvalidInput."""
+    model = runtime.catalog.get(spec.model)
+    normalized = model.normalize(spec.input)
+    policy = UrlPolicy(allow_private=runtime.settings.allow_private_urls)
+    for name in _URL_FIELDS:
+        for url in normalized.get(name) or ():
+            _check_url(url, policy, field=name)
+    if spec.callback_url is not None:
+        _check_url(spec.callback_url, policy, field="callBackUrl")
+    canonical = json.dumps(
+        {"model": model.id, "input": normalized, "callback": spec.callback_url},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return _Priced(
+        model_id=model.id,
+        normalized=normalized,
+        price=model.price(normalized),
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+def _check_url(url: str, policy: UrlPolicy, *, field: str) -> None:
+    try:
+        check_url_syntax(url, policy)
+    except UrlRefused as exc:
+        raise InvalidInput(f"{field} is not allowed: {exc.reason}", field=field) from None
+
+
+async def create_task(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    spec: TaskCreate,
+    request_id: str | None = None,
+) -> CreateResult:
+    """Validate, price, hold the credits and queue the task, all in the caller's transaction.
+
+    Raises PermissionDenied, RateLimited, InvalidInput, Conflict (request id reused with
+    other parameters), TooManyActiveTasks, InsufficientCredits.
+    """
+    principal.require(Scope.TASKS_CREATE)
+    await runtime.limiter.hit(principal, GROUP_CREATE)
+    if request_id is not None and not 0 < len(request_id) <= REQUEST_ID_MAX:
+        raise InvalidInput(
+            f"X-Request-Id must be 1 to {REQUEST_ID_MAX} characters", field="X-Request-Id"
+        )
+    priced = _price_request(runtime, spec)
+    # One create at a time per key: makes the replay check and the active count exact.
+    await session.execute(
+        select(col(ApiKey.id)).where(col(ApiKey.id) == principal.key_id).with_for_update()
+    )
+    if request_id is not None:
+        existing = await _find_by_request_id(session, principal.key_id, request_id)
+        if existing is not None:
+            if existing.request_hash != priced.request_hash:
+                raise Conflict(
+                    "X-Request-Id was already used with different parameters",
+                    field="X-Request-Id",
+                    taskId=existing.id,
+                )
+            return CreateResult(existing, created=False)
+    limit = runtime.settings.tier_limits(principal.tier).max_active_tasks
+    if await _count_active(session, principal.key_id) >= limit:
+        raise TooManyActiveTasks(limit=limit)
+    task = _new_task(runtime, principal, spec, priced, request_id)
+    session.add(task)
+    await session.flush()
+    await hold_credits(
+        session, account_id=principal.account_id, amount=priced.price, task_id=task.id
+    )
+    after_commit(session, runtime.notifier.wake_workers)
+    return CreateResult(task, created=True)
+
+
+def _new_task(
+    runtime: Runtime,
+    principal: Principal,
+    spec: TaskCreate,
+    priced: _Priced,
+    request_id: str | None,
+) -> Task:
+    model = runtime.catalog.get(priced.model_id)
+    now = now_ms()
+    return Task(
+        id=new_id("task"),
+        account_id=principal.account_id,
+        api_key_id=principal.key_id,
+        model=model.id,
+        media_type=model.media_type,
+        input_json=json.dumps(priced.normalized, separators=(",", ":")),
+        callback_url=spec.callback_url,
+        request_id=request_id,
+        request_hash=priced.request_hash,
+        status=TaskStatus.QUEUED.value,
+        price=priced.price,
+        provider=model.provider,
+        due_at=now,
+        deadline_at=now + model.timeout_seconds * 1000,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def _find_by_request_id(session: AsyncSession, key_id: str, request_id: str) -> Task | None:
+    stmt = select(Task).where(col(Task.api_key_id) == key_id, col(Task.request_id) == request_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _count_active(session: AsyncSession, key_id: str) -> int:
+    stmt = select(func.count()).where(
+        col(Task.api_key_id) == key_id, col(Task.status).in_(ACTIVE_STATUSES)
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
+async def estimate_task(
+    session: AsyncSession, *, runtime: Runtime, principal: Principal, spec: TaskCreate
+) -> EstimateRead:
+    """The price of a request, with the same validation as create; nothing is created."""
+    priced = _price_request(runtime, spec)
+    balance = await session.scalar(
+        select(col(Account.balance)).where(col(Account.id) == principal.account_id)
+    )
+    return EstimateRead(
+        model=priced.model_id,
+        credits=priced.price,
+        balance=int(balance or 0),
+        affordable=int(balance or 0) >= priced.price,
+        input=priced.normalized,
+    )
+
+
+async def get_task(session: AsyncSession, *, principal: Principal, task_id: str | None) -> Task:
+    """A task of the calling key. Raises InvalidInput, NotFound."""
+    if not task_id:
+        raise InvalidInput("taskId is required", field="taskId")
+    task = await session.get(Task, task_id)
+    if task is None or task.api_key_id != principal.key_id:
+        raise NotFound("task not found")
+    return task
+
+
+async def read_task(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    task_id: str | None,
+    base_url: str,
+) -> TaskRead:
+    """recordInfo: the task with fresh result URLs. Raises RateLimited, NotFound."""
+    principal.require(Scope.TASKS_READ)
+    await runtime.limiter.hit(principal, GROUP_QUERY)
+    task = await get_task(session, principal=principal, task_id=task_id)
+    return await describe_task(session, runtime=runtime, task=task, base_url=base_url)
+
+
+async def describe_task(
+    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
+) -> TaskRead:
+    """The public view of a task (recordInfo data, callback body)."""
+    waiting = task.status in ACTIVE_STATUSES
+    result_json = None
+    if task.status == TaskStatus.SUCCESS.value:
+        files = await list_task_media(session, task_id=task.id)
+        ttl, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
+        urls = [
+            media_url(f, base_url=base_url, secret=runtime.signing_secret, ttl_s=ttl, now_s=now_s)
+            for f in files
+        ]
+        result_json = json.dumps({"resultUrls": urls}, separators=(",", ":"))
+    failure = fail_code(task.fail_code) if task.fail_code else None
+    return TaskRead(
+        task_id=task.id,
+        model=task.model,
+        state="waiting" if waiting else task.status,
+        stage=task.status if waiting else None,
+        progress=task.progress,
+        queue_position=await _queue_position(session, task) if task.status == "queued" else None,
+        param=_param_json(task),
+        result_json=result_json,
+        fail_code=task.fail_code,
+        fail_msg=task.fail_msg,
+        fail_retryable=failure.retryable if failure else None,
+        credits=0 if failure and failure.refunded else task.price,
+        cost_time=task.completed_at - task.created_at if task.completed_at else None,
+        complete_time=task.completed_at,
+        create_time=task.created_at,
+        update_time=task.updated_at,
+    )
+
+
+def _param_json(task: Task) -> str:
+    param: dict[str, Any] = {"model": task.model, "input": json.loads(task.input_json)}
+    if task.callback_url:
+        param["callBackUrl"] = task.callback_url
+    return json.dumps(param, separators=(",", ":"))
+
+
+async def _queue_position(session: AsyncSession, task: Task) -> int:
+    """1 for the next task to be picked up."""
+    ahead = await session.scalar(
+        select(func.count()).where(
+            col(Task.status) == TaskStatus.QUEUED.value,
+            or_(
+                col(Task.due_at) < task.due_at,
+                and_(col(Task.due_at) == task.due_at, col(Task.id) < task.id),
+            ),
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+async def cancel_task(
+    session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str | None
+) -> Task:
+    """Fail a waiting task with `canceled` and refund it. Raises NotFound, Conflict."""
+    principal.require(Scope.TASKS_CREATE)
+    task = await get_task(session, principal=principal, task_id=task_id)
+    canceled = await fail_task(
+        session,
+        notifier=runtime.notifier,
+        task_id=task.id,
+        code="canceled",
+        message="canceled by the caller",
+    )
+    if not canceled:
+        raise Conflict(f"task is already {task.status}", field="taskId")
+    await session.refresh(task)
+    return task
+
+
+def base_url_of(runtime: Runtime, request_base: str | None) -> str:
+    """Where clients reach us: the configured public URL, else the request's own base."""
+    base = runtime.settings.public_url or request_base
+    if not base:
+        base = f"http://{runtime.settings.host}:{runtime.settings.port}"
+    return base.rstrip("/")

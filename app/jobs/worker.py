@@ -1,0 +1,289 @@
+"""Workers: claim due tasks, run them through their provider, settle them.
+
+A worker holds a lease on each task it runs and renews it while working. If the worker
+dies, the lease runs out, the task comes due again and another worker takes it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+from app.core.errors import AppError
+from app.core.ids import now_ms
+from app.jobs.lifecycle import expire_overdue, fail_task, succeed_task
+from app.jobs.models import Task
+from app.jobs.queue import claim_due_tasks, release_task, renew_lease
+from app.media.service import record_media
+from app.media.storage import StoredBlob
+from app.providers.base import (
+    Completed,
+    Failed,
+    Outcome,
+    Output,
+    Pending,
+    ProviderJob,
+    ProviderUnavailable,
+)
+from app.providers.local_render import MediaInfo, probe_media
+from app.runtime import Runtime
+
+log = logging.getLogger("gengate.worker")
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, *, concurrency: int | None = None) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self._concurrency = concurrency or runtime.settings.worker_concurrency
+        self._lease_ms = int(runtime.settings.lease_seconds * 1000)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._running: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def busy(self) -> int:
+        """How many tasks this worker is running now."""
+        return len(self._running)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; then let running tasks finish for a moment."""
+        notifier = self._runtime.notifier
+        next_sweep = 0
+        while not stop.is_set():
+            # Cleared before claiming, so a wake-up that arrives during the claim counts.
+            notifier.work.clear()
+            self._slot_freed.clear()
+            free = self._concurrency - len(self._running)
+            claimed = await self._claim(free) if free > 0 else 0
+            if now_ms() >= next_sweep:
+                await self._sweep()
+                next_sweep = now_ms() + int(self._settings.scan_interval_seconds * 1000)
+            if free > 0 and claimed == free:
+                continue  # there may be more due work right now
+            await _wait_any(
+                [stop, self._slot_freed] + ([notifier.work] if claimed < free else []),
+                within_s=self._settings.scan_interval_seconds,
+            )
+        await self._drain()
+
+    async def _claim(self, free: int) -> int:
+        try:
+            async with self._runtime.sessions() as session:
+                tasks = await claim_due_tasks(
+                    session, owner=self.owner, limit=free, lease_ms=self._lease_ms
+                )
+                await session.commit()
+        except Exception:
+            log.exception("claiming tasks failed")
+            return 0
+        for task in tasks:
+            running = asyncio.create_task(self._process(task), name=f"task {task.id}")
+            self._running.add(running)
+            running.add_done_callback(self._done)
+        return len(tasks)
+
+    def _done(self, running: asyncio.Task[None]) -> None:
+        self._running.discard(running)
+        self._slot_freed.set()
+
+    async def _sweep(self) -> None:
+        try:
+            async with self._runtime.sessions() as session:
+                expired = await expire_overdue(
+                    session, notifier=self._runtime.notifier, now=now_ms()
+                )
+                await session.commit()
+            if expired:
+                log.info("expired %d overdue tasks", expired)
+        except Exception:
+            log.exception("expiry sweep failed")
+
+    async def _drain(self, grace_s: float = 10.0) -> None:
+        if not self._running:
+            return
+        _done, pending = await asyncio.wait(self._running, timeout=grace_s)
+        for running in pending:
+            running.cancel()  # its lease runs out and another worker takes over
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _process(self, task: Task) -> None:
+        try:
+            outcome = await self._run_provider(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s failed inside gengate", task.id)
+            outcome = Failed("internal_error", "gengate failed while running the task")
+        if outcome is not None:
+            await self._settle(task, outcome)
+
+    async def _run_provider(self, task: Task) -> Outcome | None:
+        """The provider's outcome, or None when the lease was lost or a retry is queued."""
+        if task.attempts > self._settings.max_attempts:
+            return Failed("provider_error", f"gave up after {task.attempts - 1} attempts")
+        try:
+            model = self._runtime.catalog.get(task.model)
+        except AppError:
+            return Failed("internal_error", f"model {task.model} is no longer in the catalog")
+        job = ProviderJob(
+            task_id=task.id,
+            model_id=task.model,
+            scene=model.scene,
+            media_type=task.media_type,
+            input=json.loads(task.input_json),
+            attempt=task.attempts,
+        )
+        provider = self._runtime.providers[task.provider]
+        lost = asyncio.Event()
+
+        async def report(progress: int) -> None:
+            if not await self._renew(task.id, progress):
+                lost.set()
+
+        heartbeat = asyncio.create_task(self._heartbeat(task.id, lost))
+        try:
+            call = (
+                provider.poll(job, task.upstream_id)
+                if task.upstream_id
+                else provider.submit(job, report=report)
+            )
+            work = asyncio.ensure_future(call)
+            await _wait_any_future(work, lost)
+            if lost.is_set() and not work.done():
+                work.cancel()
+                log.info("task %s: lease lost, dropping the work", task.id)
+                return None
+            return work.result()
+        except ProviderUnavailable as exc:
+            await self._retry_later(task, str(exc))
+            return None
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, task_id: str, lost: asyncio.Event) -> None:
+        interval = self._settings.lease_seconds / 3
+        while not lost.is_set():
+            await asyncio.sleep(interval)
+            if not await self._renew(task_id, None):
+                lost.set()
+
+    async def _renew(self, task_id: str, progress: int | None) -> bool:
+        try:
+            async with self._runtime.sessions() as session:
+                kept = await renew_lease(
+                    session,
+                    task_id=task_id,
+                    owner=self.owner,
+                    lease_ms=self._lease_ms,
+                    progress=progress,
+                )
+                await session.commit()
+                return kept
+        except Exception:
+            log.warning("lease renewal of %s failed; will try again", task_id)
+            return True
+
+    async def _retry_later(self, task: Task, reason: str) -> None:
+        if task.attempts >= self._settings.max_attempts:
+            await self._settle(task, Failed("provider_error", reason))
+            return
+        backoff_ms = int(self._settings.retry_backoff_seconds * 1000 * 2 ** (task.attempts - 1))
+        async with self._runtime.sessions() as session:
+            await release_task(
+                session, task_id=task.id, owner=self.owner, due_at=now_ms() + backoff_ms
+            )
+            await session.commit()
+
+    async def _settle(self, task: Task, outcome: Outcome) -> None:
+        if isinstance(outcome, Completed):
+            await self._store_results(task, outcome.outputs)
+            return
+        async with self._runtime.sessions() as session:
+            if isinstance(outcome, Pending):
+                due = now_ms() + int(outcome.poll_after_s * 1000)
+                await release_task(
+                    session,
+                    task_id=task.id,
+                    owner=self.owner,
+                    due_at=due,
+                    upstream_id=outcome.upstream_id,
+                    progress=outcome.progress,
+                )
+            else:
+                await fail_task(
+                    session,
+                    notifier=self._runtime.notifier,
+                    task_id=task.id,
+                    code=outcome.code,
+                    message=outcome.message,
+                    owner=self.owner,
+                )
+            await session.commit()
+
+    async def _store_results(self, task: Task, outputs: list[Output]) -> None:
+        """Copy results into our storage, then commit success and the files together."""
+        store = self._runtime.media_store
+        stored: list[tuple[StoredBlob, MediaInfo]] = []
+        try:
+            for position, output in enumerate(outputs):
+                stored.append(await asyncio.to_thread(_store_one, store, task.id, position, output))
+            async with self._runtime.sessions() as session:
+                if await succeed_task(
+                    session, notifier=self._runtime.notifier, task_id=task.id, owner=self.owner
+                ):
+                    for position, (blob, info) in enumerate(stored):
+                        await record_media(
+                            session,
+                            task_id=task.id,
+                            account_id=task.account_id,
+                            position=position,
+                            blob=blob,
+                            info=info,
+                        )
+                    await session.commit()
+                    return
+                await session.rollback()
+            log.info("task %s was settled elsewhere (canceled or expired); result dropped", task.id)
+        except BaseException:
+            _discard(store, task.id, stored)
+            raise
+        _discard(store, task.id, stored)
+
+
+def _store_one(store, task_id: str, position: int, output: Output) -> tuple[StoredBlob, MediaInfo]:  # type: ignore[no-untyped-def]
+    info = probe_media(output.data)
+    extension = _EXTENSIONS.get(info.content_type, "bin")
+    blob = store.put(task_id=task_id, position=position, data=output.data, extension=extension)
+    return blob, info
+
+
+def _discard(store, task_id: str, stored: list[tuple[StoredBlob, MediaInfo]]) -> None:  # type: ignore[no-untyped-def]
+    if stored:
+        with contextlib.suppress(OSError):
+            store.delete_task(task_id, [blob.path for blob, _ in stored])
+
+
+async def _wait_any(events: list[asyncio.Event], *, within_s: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _wait_any_future(work: asyncio.Future[Outcome], lost: asyncio.Event) -> None:
+    lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
+    pending: list[asyncio.Future[Any]] = [work, lost_wait]
+    try:
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost_wait.cancel()

@@ -1,0 +1,61 @@
+"""Rate limits per API key and endpoint group, from the key's tier.
+
+Counters live in Redis when it is configured (shared by every process) and in process
+memory otherwise; the `limits` library does the windowing either way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from app.core.config import Settings
+from app.core.errors import RateLimited
+from app.keys.service import Principal
+
+GROUP_CREATE = "jobs.createTask"
+GROUP_QUERY = "jobs.recordInfo"
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._storage: Storage
+        if settings.redis_url:
+            self._storage = RedisStorage(
+                f"async+{settings.redis_url}",
+                implementation="redispy",
+                key_prefix=f"{settings.redis_prefix}:limits",
+            )
+        else:
+            self._storage = MemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._items: dict[tuple[str, str], RateLimitItem] = {}
+
+    def _item(self, tier: str, group: str) -> tuple[RateLimitItem, int]:
+        limits = self._settings.tier_limits(tier)
+        amount = limits.create_per_minute if group == GROUP_CREATE else limits.query_per_minute
+        item = self._items.get((tier, group))
+        if item is None:
+            item = parse(f"{amount} per {limits.window_seconds} second")
+            self._items[(tier, group)] = item
+        return item, limits.window_seconds
+
+    async def hit(self, principal: Principal, group: str) -> None:
+        """Count one call. Raises RateLimited with retryAfter, limit, tier, windowSeconds."""
+        item, window = self._item(principal.tier, group)
+        if await self._limiter.hit(item, group, principal.key_id):
+            return
+        stats = await self._limiter.get_window_stats(item, group, principal.key_id)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            "rate limit exceeded",
+            retryAfter=retry_after,
+            limit=item.amount,
+            tier=principal.tier,
+            windowSeconds=window,
+        )

@@ -1,0 +1,106 @@
+"""Media records and their signed URLs.
+
+Storing bytes is `LocalMediaStore`'s job (sync, run in a thread); this module records what
+was stored and decides who may read it. A result is stored in three steps by the caller:
+`probe_media(data)`, `store.put(..., extension=media_extension(info.content_type))`,
+then `record_media(...)` in the transaction that completes the task.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.core.errors import NotFound
+from app.core.ids import new_id, now_ms
+from app.media.models import MediaFile
+from app.media.signing import sign_media, verify_media
+from app.media.storage import StoredBlob
+from app.providers.local_render import MediaInfo
+
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+}
+_FALLBACK_EXTENSION = "bin"
+# One message for every refusal, so a caller cannot tell a bad signature from an unknown file.
+_NOT_FOUND = "media not found"
+
+
+def media_extension(content_type: str) -> str:
+    """The file extension used on disk and in URLs for a content type ("bin" if unknown)."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return _EXTENSIONS.get(base, _FALLBACK_EXTENSION)
+
+
+async def record_media(
+    session: AsyncSession,
+    *,
+    task_id: str,
+    account_id: str,
+    position: int,
+    blob: StoredBlob,
+    info: MediaInfo,
+) -> MediaFile:
+    """Insert the row for a stored file (flushes; the caller commits).
+
+    Raises IntegrityError if the task already has a file at `position`.
+    """
+    media = MediaFile(
+        id=new_id("media"),
+        task_id=task_id,
+        account_id=account_id,
+        position=position,
+        path=blob.path,
+        content_type=info.content_type,
+        size_bytes=blob.size_bytes,
+        sha256=blob.sha256,
+        width=info.width,
+        height=info.height,
+        duration_ms=None if info.duration_s is None else round(info.duration_s * 1000),
+        created_at=now_ms(),
+    )
+    session.add(media)
+    await session.flush()
+    return media
+
+
+async def list_task_media(session: AsyncSession, *, task_id: str) -> list[MediaFile]:
+    """A task's files in result order (by position)."""
+    stmt = (
+        select(MediaFile).where(col(MediaFile.task_id) == task_id).order_by(col(MediaFile.position))
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+def media_url(file: MediaFile, *, base_url: str, secret: str, ttl_s: int, now_s: int) -> str:
+    """A download URL for `file` that stops working `ttl_s` seconds after `now_s`."""
+    expires_at_s = now_s + ttl_s
+    query = urlencode({"exp": expires_at_s, "sig": sign_media(secret, file.id, expires_at_s)})
+    extension = media_extension(file.content_type)
+    return f"{base_url.rstrip('/')}/media/{file.id}.{extension}?{query}"
+
+
+async def open_media(
+    session: AsyncSession, *, file_ref: str, exp: int, sig: str, secret: str, now_s: int
+) -> MediaFile:
+    """The file a signed URL names. Raises NotFound("media not found").
+
+    Bad, expired and unknown all answer the same. The signature is checked before the
+    database is asked, so unsigned requests cost no query and reveal nothing by timing.
+    """
+    file_id, dot, extension = file_ref.rpartition(".")
+    if not dot or not verify_media(secret, file_id, exp, sig, now_s=now_s):
+        raise NotFound(_NOT_FOUND)
+    media = await session.get(MediaFile, file_id)
+    if media is None or media_extension(media.content_type) != extension:
+        raise NotFound(_NOT_FOUND)
+    return media

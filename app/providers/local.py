@@ -1,0 +1,116 @@
+"""The offline `local` provider: renders real media on this machine, no network needed.
+
+Renders are deterministic, so a resubmission after a crash yields the same files: the
+idempotency the protocol asks for comes for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from app.core.config import Settings
+from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.providers.base import Completed, Failed, Outcome, Output, ProgressReporter, ProviderJob
+from app.providers.local_render import (
+    render_image_to_image,
+    render_text_to_image,
+    size_for,
+    upscale_image,
+)
+from app.providers.local_video import render_video
+
+_DIRECTIVE = re.compile(r"\[\[(fail|delay):([a-z_0-9]+)\]\]")
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._http = http
+        self._policy = UrlPolicy(
+            allow_private=settings.allow_private_urls,
+            max_bytes=settings.fetch_max_bytes,
+            timeout_s=settings.fetch_timeout_seconds,
+        )
+
+    async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
+        prompt = str(job.input.get("prompt", ""))
+        delay_ms = self._settings.local_delay_ms
+        if self._settings.local_fault_injection:
+            for kind, value in _DIRECTIVE.findall(prompt):
+                if kind == "fail":
+                    return Failed(value, f"injected failure: {value}")
+                delay_ms += int(value) if value.isdigit() else 0
+        await report(5)
+        if delay_ms:
+            # Simulates upstream latency (for demos and crash tests); not a test sleep.
+            await asyncio.sleep(delay_ms / 1000)
+        try:
+            sources = await self._fetch_sources(job.input)
+        except (UrlRefused, FetchFailed) as exc:
+            reason = exc.reason if isinstance(exc, UrlRefused) else str(exc)
+            code = "invalid_input" if isinstance(exc, UrlRefused) else "input_unreachable"
+            return Failed(code, f"input image could not be fetched: {reason}")
+        await report(30)
+        try:
+            output = await asyncio.to_thread(_render, job.scene, job.input, sources)
+        except ValueError as exc:
+            return Failed("invalid_input", str(exc))
+        return Completed([output])
+
+    async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
+        # Local jobs finish inside submit; a poll means a crash between the two: redo it.
+        return await self.submit(job, report=_ignore_progress)
+
+    async def _fetch_sources(self, params: Mapping[str, Any]) -> list[bytes]:
+        urls = params.get("input_urls") or params.get("image_urls") or []
+        results = await asyncio.gather(*(fetch_bytes(self._http, u, self._policy) for u in urls))
+        return [body for body, _content_type in results]
+
+
+async def _ignore_progress(_progress: int) -> None:
+    return None
+
+
+def _render(scene: str, params: Mapping[str, Any], sources: list[bytes]) -> Output:
+    """The CPU-bound part, run in a worker thread."""
+    prompt = str(params.get("prompt", ""))
+    fmt = str(params.get("output_format", "png"))
+    kind = scene.lower()
+    if kind == "upscale":
+        factor = 4 if int(params.get("scale", 2)) == 4 else 2
+        data = upscale_image(sources[0], factor=factor, output_format=fmt)  # type: ignore[arg-type]
+        return Output(data, _CONTENT_TYPES[fmt])
+    if "video" in kind:
+        width, height = size_for(
+            str(params.get("aspect_ratio", "16:9")), params.get("resolution"), media="video"
+        )
+        source = sources[0] if sources else None
+        duration = float(params.get("duration", 5))
+        data = render_video(prompt, width=width, height=height, duration_s=duration, source=source)
+        return Output(data, "video/mp4")
+    aspect_ratio = str(params.get("aspect_ratio", "1:1"))
+    resolution = params.get("resolution")
+    if sources:
+        # "auto" without a resolution keeps the first input's size.
+        size: tuple[int | None, int | None] = (None, None)
+        if aspect_ratio != "auto" or resolution:
+            size = size_for(aspect_ratio, resolution, media="image")
+        data = render_image_to_image(
+            prompt,
+            sources,
+            width=size[0],
+            height=size[1],
+            output_format=fmt,  # type: ignore[arg-type]
+        )
+    else:
+        width, height = size_for(aspect_ratio, resolution, media="image")
+        data = render_text_to_image(prompt, width=width, height=height, output_format=fmt)  # type: ignore[arg-type]
+    return Output(data, _CONTENT_TYPES[fmt])

@@ -1,0 +1,281 @@
+"""`make bench`: gengate against a bare Starlette + psycopg baseline on the same PostgreSQL.
+
+Stages run one after the other, each with ONE uvicorn process under test; a phase is a
+small function `(bench, server) -> result dict` run while its stage's server is up.
+Exit code 0 whatever the targets say; non-zero only when the bench itself broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+from rich.console import Console
+
+from bench import db, gengate, loadgen, report
+from bench.gengate import Gengate
+from bench.servers import BenchError, Server, running
+
+DB_NAME = "gengate_bench"
+PICKUP_DB_NAME = "gengate_bench_pickup"
+PICKUP_SAMPLES = 30
+PICKUP_WARMUP = 1
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+ROOT = Path(__file__).resolve().parent.parent  # the repository: `bench` is importable from it
+LOG_DIR = RESULTS.parent / "logs"  # one log per server under test, kept after the run
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+@dataclass
+class Bench:
+    work: Path
+    db_url: str
+    redis_prefix: str
+    body_file: Path
+    gengates: dict[str, Gengate] = field(default_factory=dict)  # stage name -> its gengate
+
+
+Phase = Callable[[Bench, Server], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    start: Callable[[Bench], AbstractContextManager[Server]]
+    phases: list[tuple[str, str, Phase]]  # (id, title, function)
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+def start_baseline(bench: Bench) -> AbstractContextManager[Server]:
+    env = {**os.environ, "BENCH_DATABASE_URL": bench.db_url, "PYTHONPATH": str(ROOT)}
+    return running("baseline", "bench.baseline:app", env, LOG_DIR)
+
+
+@contextmanager
+def _gengate(bench: Bench, name: str, db_url: str, workers: bool) -> Iterator[Server]:
+    var_dir = bench.work / name
+    var_dir.mkdir()
+    prepared = gengate.prepare(gengate.make_env(db_url, var_dir, bench.redis_prefix))
+    bench.gengates[name] = prepared
+    env = prepared.with_workers(workers)
+    with running(name, "app.main:create_app", env, LOG_DIR, factory=True) as server:
+        yield server
+
+
+def start_gengate_api(bench: Bench) -> AbstractContextManager[Server]:
+    return _gengate(bench, "gengate", bench.db_url, workers=False)
+
+
+def start_gengate_workers(bench: Bench) -> AbstractContextManager[Server]:
+    # A database of its own: the throughput phases left thousands of queued tasks behind.
+    return _gengate(bench, "gengate-workers", db.reset_database(PICKUP_DB_NAME), workers=True)
+
+
+# --- phases ------------------------------------------------------------------------------
+
+
+def baseline_insert(bench: Bench, server: Server) -> dict[str, Any]:
+    return loadgen.load(f"{server.url}/insert", "post.lua", [str(bench.body_file)])
+
+
+def baseline_select(bench: Bench, server: Server) -> dict[str, Any]:
+    ids = _sample(bench.db_url, "bench_item", bench.work / "item-ids.txt")
+    return loadgen.load(server.url, "get_ids.lua", [str(ids), "/select?id="])
+
+
+def gengate_create(bench: Bench, server: Server) -> dict[str, Any]:
+    url = server.url + gengate.CREATE_PATH
+    headers = bench.gengates["gengate"].auth
+    return loadgen.load(url, "post.lua", [str(bench.body_file)], headers)
+
+
+def gengate_record(bench: Bench, server: Server) -> dict[str, Any]:
+    ids = _sample(bench.db_url, "task", bench.work / "task-ids.txt")
+    args = [str(ids), gengate.RECORD_PATH]
+    return loadgen.load(server.url, "get_ids.lua", args, bench.gengates["gengate"].auth)
+
+
+def pickup(bench: Bench, server: Server) -> dict[str, Any]:
+    """Sequential createTask on an idle system: how long until a worker starts the task."""
+    gg = bench.gengates["gengate-workers"]
+    pickups: list[int] = []
+    e2e: list[int] = []
+    failed = 0
+    with (
+        httpx.Client(base_url=server.url, headers=gg.auth, timeout=10) as client,
+        psycopg.connect(gg.env["GENGATE_DATABASE_URL"], autocommit=True) as conn,
+    ):
+        for i in range(PICKUP_WARMUP + PICKUP_SAMPLES):
+            task_id = _create_task(client)
+            started = db.wait_task(conn, task_id, finished=False, timeout=10)
+            finished = db.wait_task(conn, task_id, finished=True, timeout=60)
+            if i < PICKUP_WARMUP:
+                continue
+            assert started.started_at is not None and finished.completed_at is not None
+            pickups.append(started.started_at - started.created_at)
+            if finished.status == "success":
+                e2e.append(finished.completed_at - finished.created_at)
+            else:
+                failed += 1
+    notes = f"n={len(pickups)}; create → success p50 {_p(e2e, 50)} ms, p90 {_p(e2e, 90)} ms"
+    return {
+        "p50_ms": statistics.median(pickups),
+        "p90_ms": _p(pickups, 90),
+        "e2e_p50_ms": _p(e2e, 50),
+        "e2e_p90_ms": _p(e2e, 90),
+        "samples": len(pickups),
+        "errors": failed,
+        "notes": notes + (f"; {failed} ended in fail" if failed else ""),
+    }
+
+
+STAGES = [
+    Stage(
+        "baseline",
+        start_baseline,
+        [
+            ("insert", "bare INSERT (POST /insert)", baseline_insert),
+            ("select", "bare PK SELECT (GET /select)", baseline_select),
+        ],
+    ),
+    Stage(
+        "gengate",
+        start_gengate_api,
+        [
+            ("createTask", "gengate POST createTask", gengate_create),
+            ("recordInfo", "gengate GET recordInfo", gengate_record),
+            # the MCP phase (generate_image over MCP vs createTask over REST) goes here
+        ],
+    ),
+    Stage(
+        "gengate-workers",
+        start_gengate_workers,
+        [("pickup", "pickup, idle: create → started", pickup)],
+    ),
+]
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _sample(db_url: str, table: str, path: Path) -> Path:
+    if db.write_sample_ids(db_url, table, path) == 0:
+        raise BenchError(f"no rows in {table} to read back (did the write phase run?)")
+    return path
+
+
+def _create_task(client: httpx.Client) -> str:
+    answer = client.post(gengate.CREATE_PATH, json=gengate.CREATE_BODY)
+    if answer.status_code != 200:
+        raise BenchError(f"createTask answered {answer.status_code}: {answer.text[:500]}")
+    task_id: str = answer.json()["data"]["taskId"]
+    return task_id
+
+
+def _p(values: list[int], pct: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def _cleanup_redis(prefix: str) -> None:
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def run_stage(stage: Stage, bench: Bench, results: report.Results) -> bool:
+    """Run one stage's phases; record each result or error. Return False if any broke."""
+    ok = True
+    try:
+        with stage.start(bench) as server:
+            for phase_id, title, phase in stage.phases:
+                console.print(f"[bold]{title}[/bold] …")
+                try:
+                    results[phase_id] = {"title": title, **phase(bench, server)}
+                except Exception as exc:
+                    ok = False
+                    results[phase_id] = {"title": title, "error": _describe(exc)}
+    except Exception as exc:
+        ok = False
+        for phase_id, title, _ in stage.phases:
+            results.setdefault(phase_id, {"title": title, "error": _describe(exc)})
+    return ok
+
+
+def _describe(exc: Exception) -> str:
+    if not isinstance(exc, BenchError):
+        traceback.print_exc()
+    message = f"{type(exc).__name__}: {exc}"
+    console.print(f"[red]{message}[/red]", highlight=False)
+    return message
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    names = [stage.name for stage in STAGES]
+    parser.add_argument("--stage", action="append", choices=names, help="run only these stages")
+    chosen = parser.parse_args().stage or names
+    started = time.time()
+    loadgen.ensure_wrk()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    results: report.Results = {}
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="gengate-bench-") as tmp:
+        work = Path(tmp)
+        body_file = work / "body.json"
+        body_file.write_text(json.dumps(gengate.CREATE_BODY))
+        bench = Bench(
+            work=work,
+            db_url=db.reset_database(DB_NAME),
+            redis_prefix=f"bench-{secrets.token_hex(6)}",
+            body_file=body_file,
+        )
+        try:
+            for stage in (s for s in STAGES if s.name in chosen):
+                ok = run_stage(stage, bench, results) and ok
+        finally:
+            _cleanup_redis(bench.redis_prefix)
+    checks = report.print_report(console, results)
+    meta = {
+        "started_at": int(started),
+        "seconds": round(time.time() - started, 1),
+        "cpus": os.cpu_count(),
+        "wrk": {"threads": loadgen.THREADS, "connections": loadgen.CONNECTIONS},
+        "duration_s": loadgen.DURATION_S,
+        "warmup_s": loadgen.WARMUP_S,
+    }
+    report.write_json(RESULTS, meta, results, checks)
+    console.print(f"wrote {RESULTS} ({meta['seconds']} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

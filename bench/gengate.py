@@ -1,0 +1,77 @@
+"""gengate under test: its environment, a migrated database, one unlimited API key."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.servers import BIN, BenchError
+
+MODEL = "gpt-image-2-text-to-image"
+CREATE_BODY = {"model": MODEL, "input": {"prompt": "a benchmark", "aspect_ratio": "1:1"}}
+CREATE_PATH = "/api/v1/jobs/createTask"
+RECORD_PATH = "/api/v1/jobs/recordInfo?taskId="
+TIERS = {
+    "unlimited": {
+        "create_per_minute": 1_000_000_000,
+        "query_per_minute": 1_000_000_000,
+        "max_active_tasks": 1_000_000_000,
+    }
+}
+
+
+@dataclass(frozen=True)
+class Gengate:
+    """One prepared gengate database and the key that may use it."""
+
+    env: dict[str, str]
+    api_key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def with_workers(self, in_process: bool) -> dict[str, str]:
+        return {**self.env, "GENGATE_WORKERS_IN_PROCESS": "true" if in_process else "false"}
+
+
+def make_env(db_url: str, var_dir: Path, redis_prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GENGATE_ENV": "production",
+        "GENGATE_SIGNING_SECRET": secrets.token_urlsafe(36),  # 48 characters
+        "GENGATE_DATABASE_URL": db_url,
+        "GENGATE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "GENGATE_REDIS_PREFIX": redis_prefix,
+        "GENGATE_VAR_DIR": str(var_dir),
+        "GENGATE_TIERS": json.dumps(TIERS),
+        "GENGATE_WORKERS_IN_PROCESS": "false",
+    }
+
+
+def _cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(BIN / "gengate"), "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"gengate {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def prepare(env: dict[str, str]) -> Gengate:
+    """Migrate the (fresh) database and create an account with an unlimited key."""
+    _cli(env, "db", "upgrade")
+    account = _cli(env, "accounts", "create", "--name", "bench", "--credits", "1000000000")
+    key = _cli(env, "keys", "create", "--account", account["id"], "--tier", "unlimited")
+    return Gengate(env=env, api_key=key["key"])

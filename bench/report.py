@@ -1,0 +1,91 @@
+"""The printed table, the ratios against the targets, and `bench/results/latest.json`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+Results = dict[str, dict[str, Any]]  # phase id -> the dict its phase function returned
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float | None  # None: a phase it needs did not run
+    goal: str
+    passed: bool | None
+    ms: bool = False  # a latency in milliseconds, not a ratio
+
+
+def _ratio(results: Results, num: str, den: str) -> float | None:
+    a, b = results.get(num, {}).get("rps"), results.get(den, {}).get("rps")
+    return a / b if a is not None and b else None
+
+
+def targets(results: Results) -> list[Target]:
+    create = _ratio(results, "createTask", "insert")
+    record = _ratio(results, "recordInfo", "select")
+    pickup = results.get("pickup", {}).get("p50_ms")
+    return [
+        Target("createTask / bare INSERT (req/s)", create, ">= 40%", _check(create, 0.40, True)),
+        Target("recordInfo / bare PK SELECT (req/s)", record, ">= 50%", _check(record, 0.50, True)),
+        Target(
+            "pickup on an idle system, median", pickup, "< 50 ms", _check(pickup, 50, False), True
+        ),
+    ]
+
+
+def _check(value: float | None, limit: float, at_least: bool) -> bool | None:
+    if value is None:
+        return None
+    return value >= limit if at_least else value < limit
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, int | float) else "-"
+
+
+def _notes(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "[red]FAILED[/red] " + escape(result["error"])
+    return escape(str(result.get("notes", "")))
+
+
+def print_report(console: Console, results: Results) -> list[Target]:
+    table = Table(title="gengate bench (127.0.0.1, wrk -t2 -c32, one uvicorn process)")
+    for column in ("phase", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "notes"):
+        table.add_column(column, justify="left" if column in ("phase", "notes") else "right")
+    for result in results.values():
+        table.add_row(
+            result["title"],
+            _num(result.get("rps"), ",.0f"),
+            _num(result.get("p50_ms"), ".2f"),
+            _num(result.get("p90_ms"), ".2f"),
+            _num(result.get("p99_ms"), ".2f"),
+            _num(result.get("errors"), "d"),
+            _notes(result),
+        )
+    console.print(table)
+
+    checks = targets(results)
+    ratios = Table(title="targets")
+    for column in ("measure", "value", "target", "result"):
+        ratios.add_column(column)
+    for t in checks:
+        shown = "-" if t.value is None else f"{t.value:.1f} ms" if t.ms else f"{t.value:.1%}"
+        verdict = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "n/a"}[t.passed]
+        ratios.add_row(t.name, shown, t.goal, verdict)
+    console.print(ratios)
+    return checks
+
+
+def write_json(path: Path, meta: dict[str, Any], results: Results, checks: list[Target]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**meta, "phases": results, "targets": [asdict(t) for t in checks]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
