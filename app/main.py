@@ -1,4 +1,4 @@
-"""The ASGI application: REST routes, embedded workers (and, mounted last, the MCP server)."""
+"""The ASGI application: REST routes, the MCP endpoint and, embedded, the workers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.routes import account, health, jobs, keys, media, models
+from app.catalog.catalog import load_catalog
 from app.core.config import Settings
 from app.jobs.worker import Worker
 from app.runtime import Runtime
+from mcp_server.gateway import McpGateway
+from mcp_server.server import MCP_PATH, build_mcp
 
 
 @asynccontextmanager
@@ -36,12 +40,15 @@ async def embedded_worker(runtime: Runtime) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    catalog = load_catalog(settings.catalog_path)
+    mcp = build_mcp(settings, catalog)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings)
+        runtime = await Runtime.start(settings, catalog=catalog)
         app.state.runtime = runtime
         try:
-            async with embedded_worker(runtime):
+            async with mcp.running(), embedded_worker(runtime):
                 yield
         finally:
             await runtime.close()
@@ -62,4 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         media.router,
     ):
         app.include_router(router)
+    # An exact route, not a mount: a mount at /api/mcp would redirect POST /api/mcp.
+    app.router.routes.append(
+        Route(MCP_PATH, endpoint=McpGateway(mcp), methods=["GET", "POST", "DELETE"])
+    )
     return app

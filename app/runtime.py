@@ -33,7 +33,7 @@ class Runtime:
     http: httpx.AsyncClient
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
+    async def start(cls, settings: Settings, *, catalog: Catalog | None = None) -> Runtime:
         engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         # trust_env off: outbound fetches must not be routed through an ambient proxy,
@@ -48,7 +48,7 @@ class Runtime:
             sessions=create_session_factory(engine),
             redis=redis,
             signing_secret=settings.resolve_signing_secret(),
-            catalog=load_catalog(settings.catalog_path),
+            catalog=catalog or load_catalog(settings.catalog_path),
             limiter=RateLimiter(settings),
             notifier=notifier,
             media_store=LocalMediaStore(settings.resolved_media_root),

@@ -102,15 +102,20 @@ def baseline_select(bench: Bench, server: Server) -> dict[str, Any]:
 
 
 def gengate_create(bench: Bench, server: Server) -> dict[str, Any]:
-    url = server.url + gengate.CREATE_PATH
     headers = bench.gengates["gengate"].auth
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        _create_task(client)  # one checked answer before the load
+    url = server.url + gengate.CREATE_PATH
     return loadgen.load(url, "post.lua", [str(bench.body_file)], headers)
 
 
 def gengate_record(bench: Bench, server: Server) -> dict[str, Any]:
     ids = _sample(bench.db_url, "task", bench.work / "task-ids.txt")
-    args = [str(ids), gengate.RECORD_PATH]
-    return loadgen.load(server.url, "get_ids.lua", args, bench.gengates["gengate"].auth)
+    headers = bench.gengates["gengate"].auth
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        task_id = ids.read_text().split()[0]
+        _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+    return loadgen.load(server.url, "get_ids.lua", [str(ids), gengate.RECORD_PATH], headers)
 
 
 def pickup(bench: Bench, server: Server) -> dict[str, Any]:
@@ -135,15 +140,18 @@ def pickup(bench: Bench, server: Server) -> dict[str, Any]:
                 e2e.append(finished.completed_at - finished.created_at)
             else:
                 failed += 1
-    notes = f"n={len(pickups)}; create → success p50 {_p(e2e, 50)} ms, p90 {_p(e2e, 90)} ms"
+    e2e_p50, e2e_p90 = _p(e2e, 50), _p(e2e, 90)
+    notes = f"n={len(pickups)}; create → success p50 {e2e_p50} ms, p90 {e2e_p90} ms"
+    if failed:
+        notes += f"; {failed} ended in fail"
     return {
         "p50_ms": statistics.median(pickups),
         "p90_ms": _p(pickups, 90),
-        "e2e_p50_ms": _p(e2e, 50),
-        "e2e_p90_ms": _p(e2e, 90),
+        "e2e_p50_ms": e2e_p50,
+        "e2e_p90_ms": e2e_p90,
         "samples": len(pickups),
         "errors": failed,
-        "notes": notes + (f"; {failed} ended in fail" if failed else ""),
+        "notes": notes,
     }
 
 
@@ -182,11 +190,24 @@ def _sample(db_url: str, table: str, path: Path) -> Path:
     return path
 
 
+def _data(answer: httpx.Response, **expected: str) -> dict[str, Any]:
+    """The `data` of a 200 envelope, checked against `expected`; BenchError otherwise."""
+    try:
+        body = answer.json()
+        data: dict[str, Any] = body["data"]
+        ok = answer.status_code == 200 and body["code"] == 200
+        ok = ok and all(data.get(k) == v for k, v in expected.items())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        what = f"{answer.request.method} {answer.request.url.path}"
+        raise BenchError(f"{what} answered {answer.status_code}: {answer.text[:500]}")
+    return data
+
+
 def _create_task(client: httpx.Client) -> str:
     answer = client.post(gengate.CREATE_PATH, json=gengate.CREATE_BODY)
-    if answer.status_code != 200:
-        raise BenchError(f"createTask answered {answer.status_code}: {answer.text[:500]}")
-    task_id: str = answer.json()["data"]["taskId"]
+    task_id: str = _data(answer, state="waiting")["taskId"]
     return task_id
 
 

@@ -37,6 +37,7 @@ def settings_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         "GENGATE_SIGNING_SECRET": "test-signing-secret-" + uuid.uuid4().hex,
         "GENGATE_REDIS_PREFIX": "gengate-test-" + uuid.uuid4().hex[:12],
         "GENGATE_LOCAL_FAULT_INJECTION": "true",
+        "GENGATE_ALLOWED_HOSTS": '["127.0.0.1", "localhost", "testserver"]',
         "GENGATE_SCAN_INTERVAL_SECONDS": "0.2",
         "GENGATE_RETRY_BACKOFF_SECONDS": "0.1",
     }

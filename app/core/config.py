@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, gt=0, lt=65536)
     media_root: Path | None = None
     signing_secret: str | None = None
-    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
     tiers: dict[str, TierLimits] = Field(default_factory=_default_tiers)
     default_tier: str = "standard"
     dev_credits: int = 10_000

@@ -21,9 +21,13 @@ class TaskCreate(BaseModel):
     model: str | None
     input: dict[str, Any]
     callback_url: str | None = None
+    # Set by surfaces that serve one kind of media (generate_image, generate_video).
+    media_type: Literal["image", "video"] | None = None
 
     @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> TaskCreate:
+    def from_arguments(
+        cls, arguments: Mapping[str, Any], *, media_type: Literal["image", "video"] | None = None
+    ) -> TaskCreate:
         """Accept inputs inside `input`, directly beside `model`, or both.
 
         Raises InvalidInput naming the field.
@@ -41,7 +45,12 @@ class TaskCreate(BaseModel):
         callback = callbacks.pop() if callbacks else None
         if callback is not None and not isinstance(callback, str):
             raise InvalidInput("callBackUrl must be a URL string", field="callBackUrl")
-        return cls(model=model, input={**(nested or {}), **direct}, callback_url=callback)
+        return cls(
+            model=model,
+            input={**(nested or {}), **direct},
+            callback_url=callback,
+            media_type=media_type,
+        )
 
 
 class TaskCreated(PublicModel):
@@ -79,3 +88,8 @@ class EstimateRead(PublicModel):
     balance: int
     affordable: bool
     input: dict[str, Any]
+
+
+class TaskPage(PublicModel):
+    tasks: list[TaskRead]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")

@@ -19,7 +19,7 @@ from app.db.hooks import after_commit
 from app.jobs.failures import fail_code
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
-from app.jobs.schemas import EstimateRead, TaskCreate, TaskRead
+from app.jobs.schemas import EstimateRead, TaskCreate, TaskPage, TaskRead
 from app.keys.models import ApiKey
 from app.keys.scopes import Scope
 from app.keys.service import Principal
@@ -49,6 +49,12 @@ class _Priced:
 def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
     """Validate against the catalog and price it. Raises InvalidInput."""
     model = runtime.catalog.get(spec.model)
+    if spec.media_type is not None and model.media_type != spec.media_type:
+        raise InvalidInput(
+            "model is not supported",
+            field="model",
+            allowed=[m.id for m in runtime.catalog.list(spec.media_type)],
+        )
     normalized = model.normalize(spec.input)
     policy = UrlPolicy(allow_private=runtime.settings.allow_private_urls)
     for name in _URL_FIELDS:
@@ -213,12 +219,8 @@ async def describe_task(
     waiting = task.status in ACTIVE_STATUSES
     result_json = None
     if task.status == TaskStatus.SUCCESS.value:
-        files = await list_task_media(session, task_id=task.id)
-        ttl, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
-        urls = [
-            media_url(f, base_url=base_url, secret=runtime.signing_secret, ttl_s=ttl, now_s=now_s)
-            for f in files
-        ]
+        files = await result_files(session, runtime=runtime, task=task, base_url=base_url)
+        urls = [f.url for f in files]
         result_json = json.dumps({"resultUrls": urls}, separators=(",", ":"))
     failure = fail_code(task.fail_code) if task.fail_code else None
     return TaskRead(
@@ -239,6 +241,36 @@ async def describe_task(
         create_time=task.created_at,
         update_time=task.updated_at,
     )
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    url: str
+    name: str
+    content_type: str
+    path: str
+    size_bytes: int
+
+
+async def result_files(
+    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
+) -> list[ResultFile]:
+    """A finished task's files, each with a freshly signed URL."""
+    if task.status != TaskStatus.SUCCESS.value:
+        return []
+    ttl, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
+    return [
+        ResultFile(
+            url=media_url(
+                f, base_url=base_url, secret=runtime.signing_secret, ttl_s=ttl, now_s=now_s
+            ),
+            name=f"{task.id}-{f.position + 1}.{f.path.rsplit('.', 1)[-1]}",
+            content_type=f.content_type,
+            path=f.path,
+            size_bytes=f.size_bytes,
+        )
+        for f in await list_task_media(session, task_id=task.id)
+    ]
 
 
 def _param_json(task: Task) -> str:
@@ -287,3 +319,46 @@ def base_url_of(runtime: Runtime, request_base: str | None) -> str:
     if not base:
         base = f"http://{runtime.settings.host}:{runtime.settings.port}"
     return base.rstrip("/")
+
+
+_STATE_STATUSES = {
+    "waiting": ACTIVE_STATUSES,
+    "success": (TaskStatus.SUCCESS.value,),
+    "fail": (TaskStatus.FAIL.value,),
+}
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    base_url: str,
+    model: str | None = None,
+    state: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> TaskPage:
+    """The calling key's tasks, newest first. Raises InvalidInput on a bad filter."""
+    principal.require(Scope.TASKS_READ)
+    if state is not None and state not in _STATE_STATUSES:
+        raise InvalidInput(
+            "state must be one of waiting, success, fail",
+            field="state",
+            allowed=list(_STATE_STATUSES),
+        )
+    if not 1 <= limit <= 100:
+        raise InvalidInput("limit must be between 1 and 100", field="limit")
+    stmt = select(Task).where(col(Task.api_key_id) == principal.key_id)
+    if model:
+        stmt = stmt.where(col(Task.model) == model)
+    if state:
+        stmt = stmt.where(col(Task.status).in_(_STATE_STATUSES[state]))
+    if cursor:
+        stmt = stmt.where(col(Task.id) < cursor)
+    rows = list(
+        (await session.execute(stmt.order_by(col(Task.id).desc()).limit(limit + 1))).scalars()
+    )
+    page = rows[:limit]
+    views = [await describe_task(session, runtime=runtime, task=t, base_url=base_url) for t in page]
+    return TaskPage(tasks=views, next_cursor=page[-1].id if len(rows) > limit else None)

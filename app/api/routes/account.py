@@ -2,8 +2,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.accounts.schemas import AccountRead, TierLimitsRead
-from app.accounts.service import get_account
+from app.accounts.schemas import AccountRead
+from app.accounts.service import describe_account
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
 from app.credits.schemas import LedgerEntryRead, LedgerPage
@@ -16,18 +16,7 @@ router = APIRouter(prefix="/api/v1/account", tags=["account"], responses=error_r
 async def read_account(
     session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Envelope[AccountRead]:
-    account = await get_account(session, account_id=principal.account_id)
-    limits = runtime.settings.tier_limits(principal.tier)
-    return ok(
-        AccountRead(
-            id=account.id,
-            name=account.name,
-            balance=account.balance,
-            tier=principal.tier,
-            limits=TierLimitsRead(**limits.model_dump()),
-            create_time=account.created_at,
-        )
-    )
+    return ok(await describe_account(session, settings=runtime.settings, principal=principal))
 
 
 @router.get("/ledger", summary="Credit movements, newest first", responses=error_responses(400))

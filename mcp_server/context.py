@@ -1,0 +1,27 @@
+"""What a tool call knows about its caller, handed over by the gateway in the ASGI scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+from app.keys.service import Principal
+from app.runtime import Runtime
+
+SCOPE_KEY = "gengate_caller"
+
+
+@dataclass(frozen=True)
+class Caller:
+    runtime: Runtime
+    principal: Principal
+    request_id: str | None  # the X-Request-Id header, if any
+    base_url: str
+
+
+def caller_of(ctx: Context[Any, Any]) -> Caller:
+    request = ctx.request_context.request
+    caller: Caller = request.scope["state"][SCOPE_KEY]  # type: ignore[union-attr]
+    return caller

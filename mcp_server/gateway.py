@@ -1,0 +1,131 @@
+"""The `/api/mcp` endpoint in front of the SDK: metadata, API-key auth, transport choice.
+
+- A plain GET (no `Accept: text/event-stream`) answers JSON metadata, without a key.
+- Every other request needs `Authorization: Bearer sk_...`; a refusal is HTTP 401 with
+  `WWW-Authenticate` and a JSON body, before the SDK sees anything.
+- Clients that accept SSE get the SSE transport (progress notifications reach them);
+  the rest, like the seed's curl examples, get plain JSON.
+- Nothing escapes as an HTTP 500: an unexpected failure becomes a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from app import __version__
+from app.core.errors import AuthenticationFailed
+from app.jobs.service import base_url_of
+from app.keys.service import Principal, authenticate, parse_bearer
+from app.runtime import Runtime
+from mcp_server.context import SCOPE_KEY, Caller
+from mcp_server.server import MCP_PATH, McpSurface
+
+log = logging.getLogger("gengate.mcp")
+
+
+class McpGateway:
+    def __init__(self, surface: McpSurface) -> None:
+        self._surface = surface
+        self._metadata: dict[str, Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        runtime: Runtime = request.app.state.runtime
+        wants_sse = "text/event-stream" in request.headers.get("accept", "")
+        if request.method == "GET" and not wants_sse:
+            await JSONResponse(await self._describe())(scope, receive, send)
+            return
+        try:
+            principal = await _authenticate(runtime, request.headers.get("authorization"))
+        except AuthenticationFailed as exc:
+            response = JSONResponse(
+                exc.payload(),
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="gengate", error="invalid_token"'},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[SCOPE_KEY] = Caller(
+            runtime=runtime,
+            principal=principal,
+            request_id=request.headers.get("x-request-id"),
+            base_url=base_url_of(runtime, str(request.base_url)),
+        )
+        if wants_sse:
+            manager = self._surface.sse_manager
+        else:
+            manager = self._surface.json_manager
+            scope = _accepting_json(scope)
+        await _guarded(manager.handle_request, scope, receive, send)
+
+    async def _describe(self) -> dict[str, Any]:
+        if self._metadata is None:
+            listed = await self._surface.server.list_tools()
+            self._metadata = {
+                "name": "gengate",
+                "version": __version__,
+                "transport": "streamable-http",
+                "endpoint": MCP_PATH,
+                "stateless": True,
+                "protocolVersions": list(SUPPORTED_PROTOCOL_VERSIONS),
+                "auth": {
+                    "type": "bearer",
+                    "header": "Authorization",
+                    "format": "Bearer sk_...",
+                    "description": "The same API keys as the REST API",
+                },
+                "tools": [{"name": t.name, "description": t.description} for t in listed],
+            }
+        return self._metadata
+
+
+async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
+    token = parse_bearer(header)
+    async with runtime.sessions() as session:
+        principal = await authenticate(session, token=token)
+        await session.commit()
+    return principal
+
+
+def _accepting_json(scope: Scope) -> Scope:
+    """The JSON transport insists on `Accept: application/json`; curl sends `*/*` or nothing."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"accept"]
+    headers.append((b"accept", b"application/json"))
+    return {**scope, "headers": headers}
+
+
+async def _guarded(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception:
+        log.exception("MCP request failed")
+        if started:
+            raise
+        body = {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32603, "message": "internal error"},
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})

@@ -1,0 +1,251 @@
+"""The MCP tools: each parses its arguments, calls the jobs/accounts services, shapes a result."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.service import describe_account
+from app.catalog.schemas import ModelRead
+from app.core.errors import AppError, InvalidInput
+from app.jobs.schemas import TaskCreate, TaskCreated, TaskRead
+from app.jobs.service import (
+    cancel_task,
+    create_task,
+    describe_task,
+    estimate_task,
+    get_task,
+    list_tasks,
+    read_task,
+    result_files,
+)
+from app.media.thumbnails import make_thumbnail
+from mcp_server import results
+from mcp_server.context import Caller, caller_of
+
+MAX_WAIT_SECONDS = 50
+_PROGRESS_SLICE_S = 0.5
+Ctx = Context[Any, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelRead]
+
+
+async def _run(
+    ctx: Ctx, work: Callable[[AsyncSession, Caller], Awaitable[BaseModel]]
+) -> CallToolResult:
+    """One transaction per call; domain errors become `isError` results with their payload."""
+    caller = caller_of(ctx)
+    try:
+        async with caller.runtime.sessions() as session:
+            model = await work(session, caller)
+            await session.commit()
+        return results.success(model)
+    except AppError as exc:
+        return results.failure(exc)
+    except Exception as exc:
+        return results.internal_failure(exc)
+
+
+def _present(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if v is not None}
+
+
+def _number(args: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value:
+        raise InvalidInput(f"{name} must be a number from {low:g} to {high:g}", field=name)
+    return min(float(value), high)
+
+
+def _flag(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a boolean", field=name)
+    return value
+
+
+def _string(args: dict[str, Any], name: str) -> str | None:
+    value = args.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    return value
+
+
+async def list_models(ctx: Ctx, **arguments: Any) -> CallToolResult:
+    async def work(_session: AsyncSession, caller: Caller) -> BaseModel:
+        media_type = _string(arguments, "mediaType")
+        models = caller.runtime.catalog.list(media_type)
+        return ModelList(models=[ModelRead.of(m) for m in models])
+
+    return await _run(ctx, work)
+
+
+def _generate(media_type: Literal["image", "video"]) -> Callable[..., Any]:
+    async def generate(ctx: Ctx, **arguments: Any) -> CallToolResult:
+        async def work(session: AsyncSession, caller: Caller) -> BaseModel:
+            args = _present(arguments)
+            request_id = args.pop("request_id", None) or caller.request_id
+            spec = TaskCreate.from_arguments(args, media_type=media_type)
+            created = await create_task(
+                session,
+                runtime=caller.runtime,
+                principal=caller.principal,
+                spec=spec,
+                request_id=request_id,
+            )
+            task = created.task
+            state = "waiting" if task.status in ("queued", "generating") else task.status
+            return TaskCreated(task_id=task.id, model=task.model, state=state)
+
+        return await _run(ctx, work)
+
+    return generate
+
+
+generate_image = _generate("image")
+generate_video = _generate("video")
+
+
+async def estimate_cost(ctx: Ctx, **arguments: Any) -> CallToolResult:
+    async def work(session: AsyncSession, caller: Caller) -> BaseModel:
+        args = _present(arguments)
+        args.pop("request_id", None)
+        spec = TaskCreate.from_arguments(args)
+        return await estimate_task(
+            session, runtime=caller.runtime, principal=caller.principal, spec=spec
+        )
+
+    return await _run(ctx, work)
+
+
+async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
+    caller = caller_of(ctx)
+    try:
+        wait_seconds = _number(arguments, "wait_seconds", 0, MAX_WAIT_SECONDS)
+        thumbnail = _flag(arguments, "include_thumbnail")
+        async with caller.runtime.sessions() as session:
+            view = await read_task(
+                session,
+                runtime=caller.runtime,
+                principal=caller.principal,
+                task_id=_string(arguments, "taskId"),
+                base_url=caller.base_url,
+            )
+            await session.commit()
+        if wait_seconds and view.state == "waiting":
+            view = await _wait(ctx, caller, view, wait_seconds)
+        return results.success(view, await _result_blocks(caller, view, thumbnail))
+    except AppError as exc:
+        return results.failure(exc)
+    except Exception as exc:
+        return results.internal_failure(exc)
+
+
+async def _wait(ctx: Ctx, caller: Caller, view: TaskRead, seconds: float) -> TaskRead:
+    """Poll the task (no session held while waiting) until done or out of time."""
+    deadline = time.monotonic() + seconds
+    reported = -1
+    while view.state == "waiting":
+        if view.progress != reported:
+            reported = view.progress
+            await ctx.report_progress(view.progress, 100, view.stage)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await caller.runtime.notifier.wait_finished(
+            view.task_id, within_s=min(_PROGRESS_SLICE_S, remaining)
+        )
+        async with caller.runtime.sessions() as session:
+            task = await get_task(session, principal=caller.principal, task_id=view.task_id)
+            view = await describe_task(
+                session, runtime=caller.runtime, task=task, base_url=caller.base_url
+            )
+    if view.state != "waiting":
+        await ctx.report_progress(100, 100, view.state)
+    return view
+
+
+async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> list[ContentBlock]:
+    """A resource_link per result file, and on request an inline preview of each."""
+    if view.state != "success":
+        return []
+    async with caller.runtime.sessions() as session:
+        task = await get_task(session, principal=caller.principal, task_id=view.task_id)
+        files = await result_files(
+            session, runtime=caller.runtime, task=task, base_url=caller.base_url
+        )
+    blocks: list[ContentBlock] = []
+    for f in files:
+        blocks.append(
+            ResourceLink(
+                type="resource_link",
+                uri=f.url,
+                name=f.name,
+                mime_type=f.content_type,
+                size=f.size_bytes,
+            )
+        )
+        if thumbnail:
+            path = caller.runtime.media_store.absolute(f.path)
+            data = await asyncio.to_thread(make_thumbnail, path, f.content_type)
+            blocks.append(
+                ImageContent(
+                    type="image", data=base64.b64encode(data).decode(), mime_type="image/webp"
+                )
+            )
+    return blocks
+
+
+async def list_tasks_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
+    async def work(session: AsyncSession, caller: Caller) -> BaseModel:
+        limit = arguments.get("limit") or 20
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
+        return await list_tasks(
+            session,
+            runtime=caller.runtime,
+            principal=caller.principal,
+            base_url=caller.base_url,
+            model=_string(arguments, "model"),
+            state=_string(arguments, "state"),
+            limit=limit,
+            cursor=_string(arguments, "cursor"),
+        )
+
+    return await _run(ctx, work)
+
+
+async def cancel_task_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
+    async def work(session: AsyncSession, caller: Caller) -> BaseModel:
+        task = await cancel_task(
+            session,
+            runtime=caller.runtime,
+            principal=caller.principal,
+            task_id=_string(arguments, "taskId"),
+        )
+        return await describe_task(
+            session, runtime=caller.runtime, task=task, base_url=caller.base_url
+        )
+
+    return await _run(ctx, work)
+
+
+async def get_account(ctx: Ctx, **_arguments: Any) -> CallToolResult:
+    async def work(session: AsyncSession, caller: Caller) -> BaseModel:
+        return await describe_account(
+            session, settings=caller.runtime.settings, principal=caller.principal
+        )
+
+    return await _run(ctx, work)
