@@ -1,36 +1,18 @@
-"""Media fixtures: a task row to hang files on, and the app with the media router."""
+"""Media fixtures: a task row to hang files on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 from sqlmodel import col
-from starlette.routing import NoMatchFound
 
-from app.api.routes import media
-from app.core.config import Settings
 from app.core.ids import new_id, now_ms
 from app.jobs.models import Task, TaskStatus
 from app.keys.models import ApiKey
-from app.main import create_app
 from app.runtime import Runtime
 from tests.conftest import Customer
-
-
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The app as built in production, plus the media router until app.main includes it."""
-    application = create_app(settings)
-    try:
-        application.url_path_for("download_media", file_ref="x.png")
-    except NoMatchFound:
-        application.include_router(media.router)
-    async with application.router.lifespan_context(application):
-        yield application
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,37 @@ T = TypeVar("T")
 async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its lifespan entered (runtime, embedded workers) and a client for it."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with hosted_lifespan(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client
+
+
+@asynccontextmanager
+async def hosted_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Enter and leave the lifespan in one task of its own, as a server does.
+
+    The MCP session managers hold anyio task groups, which must be left in the task that
+    entered them; test fixtures may set up and tear down in different tasks.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def host() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    hosting = asyncio.create_task(host())
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([hosting, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if hosting.done():
+        waiting.cancel()
+        hosting.result()  # startup failed: raise its error here
+    try:
+        yield
+    finally:
+        stop.set()
+        await hosting
 
 
 def runtime_of(app: FastAPI) -> Runtime:
