@@ -42,13 +42,16 @@ class McpGateway:
         if request.method == "GET" and not wants_sse:
             await JSONResponse(await self._describe())(scope, receive, send)
             return
+        authorization = request.headers.get("authorization")
         try:
-            principal = await _authenticate(runtime, request.headers.get("authorization"))
+            principal = await _authenticate(runtime, authorization)
         except AuthenticationFailed as exc:
+            # RFC 6750: an error code only when a credential was presented.
+            challenge = 'Bearer realm="gengate"'
+            if authorization:
+                challenge += ', error="invalid_token"'
             response = JSONResponse(
-                exc.payload(),
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="gengate", error="invalid_token"'},
+                exc.payload(), status_code=401, headers={"WWW-Authenticate": challenge}
             )
             await response(scope, receive, send)
             return

@@ -70,7 +70,9 @@ def _number(args: dict[str, Any], name: str, low: float, high: float) -> float |
 
 
 def _flag(args: dict[str, Any], name: str) -> bool:
-    value = args.get(name, False)
+    value = args.get(name)
+    if value is None:
+        return False
     if not isinstance(value, bool):
         raise InvalidInput(f"{name} must be a boolean", field=name)
     return value
