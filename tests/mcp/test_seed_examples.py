@@ -1,5 +1,6 @@
 """Every curl example of the seed, verbatim but for the host, against a local server."""
 
+import itertools
 import json
 import re
 import shlex
@@ -21,7 +22,7 @@ def _examples() -> list[tuple[dict[str, str], dict[str, Any]]]:
     for command in commands:
         words = shlex.split(command.replace("\\\n", " "))
         headers, body = {}, None
-        for flag, value in zip(words, words[1:], strict=False):
+        for flag, value in itertools.pairwise(words):
             if flag == "-H":
                 name, _, text = value.partition(": ")
                 headers[name] = text
