@@ -47,7 +47,8 @@ CREATE_EXTRAS: dict[str, dict[str, Any]] = {
     "callBackUrl": {
         "type": "string",
         "format": "uri",
-        "description": "Called with the task when it finishes (signed, Standard Webhooks).",
+        "description": "Callback URL kept with the task (shown in its param). Delivery of "
+        "callbacks is not implemented yet: poll get_generation_status.",
     },
     "callbackUrl": {"type": "string", "format": "uri", "description": "Same as callBackUrl."},
     "request_id": {
