@@ -12,6 +12,7 @@ from tests.mcp.conftest import McpTarget, _customer, payload_text
 TIERS = {
     "tiny": {"create_per_minute": 2, "query_per_minute": 100, "max_active_tasks": 100},
     "one": {"create_per_minute": 100, "query_per_minute": 100, "max_active_tasks": 1},
+    "peek": {"create_per_minute": 100, "query_per_minute": 2, "max_active_tasks": 100},
     "pro": {"create_per_minute": 600, "query_per_minute": 6000, "max_active_tasks": 100},
     "standard": {"create_per_minute": 60, "query_per_minute": 600, "max_active_tasks": 10},
 }
@@ -104,6 +105,14 @@ async def test_limits_and_credits(target: McpTarget, settings: Settings) -> None
     one = McpTarget(target.server, await _customer(settings, tier="one"))
     assert _generate(one, prompt="first")["isError"] is False
     assert _error(_generate(one, prompt="second")) == {"error": "too many active tasks", "limit": 1}
+
+    # get_generation_status counts against jobs.recordInfo, not jobs.createTask.
+    peek = McpTarget(target.server, await _customer(settings, tier="peek"))
+    task_id = _generate(peek, prompt="watch")["structuredContent"]["taskId"]
+    reads = [peek.call("get_generation_status", {"taskId": task_id}) for _ in range(3)]
+    assert [r["isError"] for r in reads] == [False, False, True]
+    assert _error(reads[2])["limit"] == 2 and _error(reads[2])["error"] == "rate limit exceeded"
+    assert _generate(peek, prompt="still allowed")["isError"] is False
 
     poor = McpTarget(target.server, await _customer(settings, credits=1))
     broke = _error(_generate(poor, prompt="x", quality="high"))
