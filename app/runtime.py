@@ -12,6 +12,8 @@ from app.catalog.catalog import Catalog, load_catalog
 from app.core.config import Settings
 from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.jobs.notify import Notifier
+from app.keys.cache import KeyCache
+from app.keys.service import KEY_REVOKED
 from app.limits.service import RateLimiter
 from app.media.storage import LocalMediaStore
 from app.providers.base import Provider
@@ -28,6 +30,7 @@ class Runtime:
     catalog: Catalog
     limiter: RateLimiter
     notifier: Notifier
+    keys: KeyCache
     media_store: LocalMediaStore
     providers: dict[str, Provider]
     http: httpx.AsyncClient
@@ -40,17 +43,23 @@ class Runtime:
         # which would defeat the address guard.
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         notifier = Notifier(redis, settings.redis_prefix)
+        keys = KeyCache(
+            ttl_s=settings.resolved_key_cache_seconds,
+            publish=notifier.key_revoked if redis is not None else None,
+        )
+        notifier.on_key_revoked = keys.drop
         await notifier.start()
         local: Provider = LocalProvider(settings, http)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=create_session_factory(engine, listeners={KEY_REVOKED: keys.revoked}),
             redis=redis,
             signing_secret=settings.resolve_signing_secret(),
             catalog=catalog or load_catalog(settings.catalog_path),
             limiter=RateLimiter(settings),
             notifier=notifier,
+            keys=keys,
             media_store=LocalMediaStore(settings.resolved_media_root),
             providers={local.name: local},
             http=http,

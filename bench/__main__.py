@@ -48,6 +48,7 @@ class Bench:
     db_url: str
     redis_prefix: str
     body_file: Path
+    mcp_body_file: Path
     gengates: dict[str, Gengate] = field(default_factory=dict)  # stage name -> its gengate
 
 
@@ -118,6 +119,14 @@ def gengate_record(bench: Bench, server: Server) -> dict[str, Any]:
     return loadgen.load(server.url, "get_ids.lua", [str(ids), gengate.RECORD_PATH], headers)
 
 
+def gengate_mcp_create(bench: Bench, server: Server) -> dict[str, Any]:
+    headers = bench.gengates["gengate"].auth
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        _mcp_create_task(client)  # one checked answer before the load
+    url = server.url + gengate.MCP_PATH
+    return loadgen.load(url, "post.lua", [str(bench.mcp_body_file)], headers)
+
+
 def pickup(bench: Bench, server: Server) -> dict[str, Any]:
     """Sequential createTask on an idle system: how long until a worker starts the task."""
     gg = bench.gengates["gengate-workers"]
@@ -170,7 +179,7 @@ STAGES = [
         [
             ("createTask", "gengate POST createTask", gengate_create),
             ("recordInfo", "gengate GET recordInfo", gengate_record),
-            # the MCP phase (generate_image over MCP vs createTask over REST) goes here
+            ("mcpCreate", "gengate MCP tools/call generate_image", gengate_mcp_create),
         ],
     ),
     Stage(
@@ -208,6 +217,23 @@ def _data(answer: httpx.Response, **expected: str) -> dict[str, Any]:
 def _create_task(client: httpx.Client) -> str:
     answer = client.post(gengate.CREATE_PATH, json=gengate.CREATE_BODY)
     task_id: str = _data(answer, state="waiting")["taskId"]
+    return task_id
+
+
+def _mcp_create_task(client: httpx.Client) -> str:
+    """generate_image over MCP, without an Accept header; BenchError unless a task came back."""
+    answer = client.post(gengate.MCP_PATH, json=gengate.MCP_CREATE_BODY)
+    try:
+        result = answer.json()["result"]
+        task_id: str = result["structuredContent"]["taskId"]
+        ok = answer.status_code == 200 and not result.get("isError")
+        ok = ok and result["structuredContent"].get("state") == "waiting"
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise BenchError(
+            f"POST {gengate.MCP_PATH} answered {answer.status_code}: {answer.text[:500]}"
+        )
     return task_id
 
 
@@ -273,11 +299,14 @@ def main() -> int:
         work = Path(tmp)
         body_file = work / "body.json"
         body_file.write_text(json.dumps(gengate.CREATE_BODY))
+        mcp_body_file = work / "mcp-body.json"
+        mcp_body_file.write_text(json.dumps(gengate.MCP_CREATE_BODY))
         bench = Bench(
             work=work,
             db_url=db.reset_database(DB_NAME),
             redis_prefix=f"bench-{secrets.token_hex(6)}",
             body_file=body_file,
+            mcp_body_file=mcp_body_file,
         )
         try:
             for stage in (s for s in STAGES if s.name in chosen):

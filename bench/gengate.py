@@ -15,6 +15,14 @@ from bench.servers import BIN, BenchError
 MODEL = "gpt-image-2-text-to-image"
 CREATE_BODY = {"model": MODEL, "input": {"prompt": "a benchmark", "aspect_ratio": "1:1"}}
 CREATE_PATH = "/api/v1/jobs/createTask"
+MCP_PATH = "/api/mcp"
+# generate_image over MCP with the same model and prompt; no Accept header: a plain JSON answer.
+MCP_CREATE_BODY = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "generate_image", "arguments": CREATE_BODY},
+}
 RECORD_PATH = "/api/v1/jobs/recordInfo?taskId="
 TIERS = {
     "unlimited": {

@@ -31,12 +31,16 @@ def _ratio(results: Results, num: str, den: str) -> float | None:
 def targets(results: Results) -> list[Target]:
     create = _ratio(results, "createTask", "insert")
     record = _ratio(results, "recordInfo", "select")
+    mcp = _ratio(results, "mcpCreate", "createTask")
     pickup = results.get("pickup", {}).get("p50_ms")
     return [
         Target("createTask / bare INSERT (req/s)", create, ">= 40%", _check(create, 0.40, True)),
         Target("recordInfo / bare PK SELECT (req/s)", record, ">= 50%", _check(record, 0.50, True)),
         Target(
             "pickup on an idle system, median", pickup, "< 50 ms", _check(pickup, 50, False), True
+        ),
+        Target(
+            "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
         ),
     ]
 

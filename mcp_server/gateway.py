@@ -22,7 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app import __version__
 from app.core.errors import AuthenticationFailed
 from app.jobs.service import base_url_of
-from app.keys.service import Principal, authenticate, parse_bearer
+from app.keys.service import Principal, parse_bearer
 from app.runtime import Runtime
 from mcp_server.context import SCOPE_KEY, Caller
 from mcp_server.server import MCP_PATH, McpSurface
@@ -92,7 +92,7 @@ class McpGateway:
 async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
     token = parse_bearer(header)
     async with runtime.sessions() as session:
-        principal = await authenticate(session, token=token)
+        principal = await runtime.keys.authenticate(session, token=token)
         await session.commit()
     return principal
 

@@ -9,11 +9,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.keys.service import Principal, authenticate, parse_bearer
+from app.keys.service import Principal, parse_bearer
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# async, as every dependency here: FastAPI runs a plain `def` in a worker thread.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -41,11 +42,12 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer sk_...
 
 async def get_principal(
     request: Request,
+    runtime: RuntimeDep,
     session: SessionDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = parse_bearer(request.headers.get("authorization"))
-    return await authenticate(session, token=token)
+    return await runtime.keys.authenticate(session, token=token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -13,12 +13,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
 
 
+# A max_active_tasks this large means "no limit": it is not counted on create (counting is
+# bounded by the limit, so an exact count against a huge limit would scan a key's whole backlog).
+UNLIMITED_ACTIVE_TASKS = 1_000_000
+
+
 class TierLimits(BaseModel):
     """What one tier of API key may do."""
 
     create_per_minute: int = Field(gt=0, description="jobs.createTask calls per window")
     query_per_minute: int = Field(gt=0, description="jobs.recordInfo calls per window")
-    max_active_tasks: int = Field(gt=0, description="tasks in state waiting at once")
+    max_active_tasks: int = Field(
+        gt=0,
+        description=f"tasks in state waiting at once; {UNLIMITED_ACTIVE_TASKS} or more: no limit",
+    )
     window_seconds: int = Field(default=60, gt=0)
 
 
@@ -51,6 +59,10 @@ class Settings(BaseSettings):
     dev_credits: int = 10_000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     db_pool_size: int = Field(default=20, gt=0)
+    # How long a process trusts a resolved API key before reading it again. Revocations reach
+    # every process at once through Redis; without Redis, other processes (the CLI, a second
+    # API process) are only bounded by this. None: 60 s with Redis, 5 s without.
+    key_cache_seconds: float | None = Field(default=None, ge=0)
 
     # Jobs and workers
     catalog_path: Path | None = None
@@ -102,6 +114,12 @@ class Settings(BaseSettings):
     @property
     def resolved_media_root(self) -> Path:
         return self.media_root or self.var_dir / "media"
+
+    @property
+    def resolved_key_cache_seconds(self) -> float:
+        if self.key_cache_seconds is not None:
+            return self.key_cache_seconds
+        return 60.0 if self.redis_url else 5.0
 
     def tier_limits(self, tier: str) -> TierLimits:
         return self.tiers.get(tier) or self.tiers[self.default_tier]

@@ -8,7 +8,21 @@ and the table a CHECK constraint, so the balance cannot go below zero under any 
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Insert,
+    String,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -76,8 +90,93 @@ async def hold_credits(
     entry = await _move(
         session, account_id=account_id, amount=-amount, kind=LedgerKind.HOLD, task_id=task_id
     )
-    if entry is not None:
-        return entry
+    if entry is None:
+        await _refuse_hold(session, account_id=account_id, amount=amount)
+    return entry
+
+
+_ACCOUNT = Account.metadata.tables["account"]
+_LEDGER = LedgerEntry.metadata.tables["ledger_entry"]
+# The hold's debit, with its own guard; built once (statements are compiled once and cached).
+_DEBIT = (
+    update(_ACCOUNT)
+    .where(_ACCOUNT.c.id == bindparam("hold_account"), _ACCOUNT.c.balance >= bindparam("hold"))
+    .values(balance=_ACCOUNT.c.balance - bindparam("hold"))
+    .returning(_ACCOUNT.c.balance)
+)
+
+
+@dataclass(frozen=True)
+class GuardedHold:
+    """The ledger row of a hold, written only when a condition holds; see guarded_hold."""
+
+    insert: Insert
+
+
+def guarded_hold(condition: ColumnElement[bool]) -> GuardedHold:
+    """A hold whose ledger row is written only if `condition` holds. Build it once.
+
+    The condition is evaluated after debit_for_hold locked the account row, in a statement
+    of its own, so under READ COMMITTED it sees every transaction that held the lock before.
+    """
+    row = select(
+        bindparam("hold_account", type_=String),
+        bindparam("hold_kind", type_=String),
+        bindparam("hold_amount", type_=BigInteger),
+        bindparam("hold_balance_after", type_=BigInteger),
+        bindparam("hold_task", type_=String),
+        bindparam("hold_at", type_=BigInteger),
+    ).where(condition)
+    columns = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
+    return GuardedHold(insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.id))
+
+
+async def debit_for_hold(session: AsyncSession, *, account_id: str, amount: int) -> int:
+    """First half of a hold on the hot path: take `amount` off the balance, locking the
+    account row until commit. Returns the balance after; record_hold must follow in the
+    same transaction. Raises InsufficientCredits, NotFound."""
+    balance_after: int | None = (
+        await session.execute(_DEBIT, {"hold_account": account_id, "hold": amount})
+    ).scalar_one_or_none()
+    if balance_after is None:
+        await _refuse_hold(session, account_id=account_id, amount=amount)
+    return balance_after
+
+
+async def undo_debit(session: AsyncSession, *, account_id: str, amount: int) -> None:
+    """Give back a debit_for_hold that will get no ledger row (the create turned out a replay)."""
+    await session.execute(_DEBIT, {"hold_account": account_id, "hold": -amount})
+
+
+async def record_hold(
+    session: AsyncSession,
+    hold: GuardedHold,
+    *,
+    account_id: str,
+    amount: int,
+    balance_after: int,
+    task_id: str,
+    params: Mapping[str, Any],
+) -> bool:
+    """Second half: the hold's ledger row, written only if the hold's condition (with
+    `params`) holds. On False the balance is debited without a ledger row: the caller must
+    raise so that the transaction rolls back."""
+    written = await session.execute(
+        hold.insert,
+        {
+            **params,
+            "hold_account": account_id,
+            "hold_kind": LedgerKind.HOLD.value,
+            "hold_amount": -amount,
+            "hold_balance_after": balance_after,
+            "hold_task": task_id,
+            "hold_at": now_ms(),
+        },
+    )
+    return written.scalar() is not None
+
+
+async def _refuse_hold(session: AsyncSession, *, account_id: str, amount: int) -> NoReturn:
     balance = await session.scalar(
         select(col(Account.balance)).where(col(Account.id) == account_id)
     )

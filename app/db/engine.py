@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,21 +14,45 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from app.db.hooks import AppSession
+from app.db.hooks import AppSession, Listener, session_info
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+# A pooled connection idle this long is pinged before use; a busy one is not (SQLAlchemy's
+# pool_pre_ping would add a round trip to every request).
+IDLE_PING_SECONDS = 10.0
 
 
 def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if url.startswith("sqlite"):
         return _create_sqlite_engine(url)
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-    )
+    # A fixed pool: under load, requests wait for a connection instead of opening (and on
+    # return closing) overflow connections, which cost more than the queries.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling for connections that sat in the pool a while (after
+    a database restart, say); the pool replaces one that fails the ping. A connection that
+    breaks while busy fails its request, and SQLAlchemy then replaces the whole pool."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            raise exc.DisconnectionError() from error
 
 
 def _create_sqlite_engine(url: str) -> AsyncEngine:
@@ -64,7 +89,14 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def create_session_factory(engine: AsyncEngine) -> SessionFactory:
+def create_session_factory(
+    engine: AsyncEngine, *, listeners: dict[str, Listener] | None = None
+) -> SessionFactory:
+    """`listeners`: topic -> callback, for announce_after_commit (see app.db.hooks)."""
     return async_sessionmaker(
-        engine, expire_on_commit=False, autoflush=False, sync_session_class=AppSession
+        engine,
+        expire_on_commit=False,
+        autoflush=False,
+        sync_session_class=AppSession,
+        info=session_info(listeners or {}),
     )

@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 _KEY = "after_commit"
+_LISTENERS = "listeners"
+
+Listener = Callable[[str], None]
 
 
 class AppSession(Session):
@@ -19,6 +22,19 @@ class AppSession(Session):
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     """Run `callback` once the current transaction commits; drop it if it rolls back."""
     session.sync_session.info.setdefault(_KEY, []).append(callback)
+
+
+def session_info(listeners: dict[str, Listener]) -> dict[str, Any]:
+    """The `info` a session factory starts each session with, carrying `listeners`."""
+    return {_LISTENERS: listeners}
+
+
+def announce_after_commit(session: AsyncSession, topic: str, payload: str) -> None:
+    """Once the transaction commits, hand `payload` to the listener the session factory
+    registered for `topic` (e.g. the key cache for "key_revoked"); nothing if none is."""
+    listener: Listener | None = session.sync_session.info.get(_LISTENERS, {}).get(topic)
+    if listener is not None:
+        after_commit(session, lambda: listener(payload))
 
 
 @event.listens_for(AppSession, "after_commit")

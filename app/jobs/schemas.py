@@ -69,7 +69,10 @@ class TaskRead(PublicModel):
         description="while waiting: queued or generating"
     )
     progress: int
-    queue_position: int | None
+    queue_position: int | None = Field(
+        description="while queued: 1 for the next task to start; saturates at 1000 "
+        "(1000 means 1000 or further back)"
+    )
     param: str = Field(description="the request, as a JSON string")
     result_json: str | None = Field(description='JSON string {"resultUrls": [...]}')
     fail_code: str | None

@@ -21,6 +21,7 @@ from sqlmodel import col
 from app.accounts.models import Account
 from app.core.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from app.core.ids import new_id, now_ms
+from app.db.hooks import announce_after_commit
 from app.keys.models import ApiKey
 from app.keys.scopes import ALL_SCOPES
 
@@ -28,6 +29,8 @@ KEY_PATTERN = re.compile(r"sk_[A-Za-z0-9_-]{32,128}")
 PREFIX_LENGTH = 11  # "sk_" + 8 characters: enough to tell keys apart on a screen
 # Writing last_used_at on every request would turn each read into a write.
 LAST_USED_RESOLUTION_MS = 60_000
+# The announce_after_commit topic of a revocation; its payload is the key's hash.
+KEY_REVOKED = "key_revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +110,41 @@ def parse_bearer(authorization: str | None) -> str:
 
 
 async def authenticate(session: AsyncSession, *, token: str) -> Principal:
-    """Resolve a presented key. Raises AuthenticationFailed with the reason."""
+    """Resolve a presented key. Raises AuthenticationFailed with the reason.
+
+    Reads the database every time; request paths use app.keys.cache.KeyCache instead.
+    """
     if not KEY_PATTERN.fullmatch(token):
         raise AuthenticationFailed("invalid API key format")
-    digest = hash_key(token)
-    key = (
-        await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == digest))
-    ).scalar_one_or_none()
-    if key is None or not hmac.compare_digest(key.key_hash, digest):
+    key = await find_key(session, hash_key(token))
+    if key is None:
         raise AuthenticationFailed("unknown API key")
     if key.disabled:
         raise AuthenticationFailed("API key is disabled")
     now = now_ms()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION_MS:
-        await session.execute(
-            update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now)
-        )
+        await touch_key(session, key_id=key.id, now_ms=now)
+    return principal_of(key)
+
+
+async def find_key(session: AsyncSession, digest: str) -> ApiKey | None:
+    """The key with this SHA-256, or None."""
+    key = (
+        await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == digest))
+    ).scalar_one_or_none()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    return key
+
+
+async def touch_key(session: AsyncSession, *, key_id: str, now_ms: int) -> None:
+    """Record that a key was used (callers throttle this to LAST_USED_RESOLUTION_MS)."""
+    await session.execute(
+        update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now_ms)
+    )
+
+
+def principal_of(key: ApiKey) -> Principal:
     return Principal(
         key_id=key.id,
         account_id=key.account_id,
@@ -149,6 +171,8 @@ async def revoke_api_key(
         key.disabled = True
         key.revoked_at = now_ms()
         await session.flush()
+    # Also for an already disabled key: a cache elsewhere may still hold it as enabled.
+    announce_after_commit(session, KEY_REVOKED, key.key_hash)
     return key
 
 

@@ -1,6 +1,7 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from pydantic import BaseModel
 
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
@@ -38,9 +39,17 @@ RequestIdHeader = Annotated[
 TaskIdQuery = Annotated[str | None, Query(alias="taskId")]
 
 
+def _ok(data: BaseModel) -> Response:
+    """The success envelope, serialised once here. Hot routes return it as a Response, which
+    FastAPI sends as is instead of validating it again against `response_model`."""
+    body = ok(data).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
+
+
 @router.post(
     "/createTask",
     summary="Create a generation task",
+    response_model=Envelope[TaskCreated],
     responses=error_responses(402, 409),
 )
 async def create(
@@ -49,7 +58,7 @@ async def create(
     principal: PrincipalDep,
     runtime: RuntimeDep,
     request_id: RequestIdHeader = None,
-) -> Envelope[TaskCreated]:
+) -> Response:
     result = await create_task(
         session,
         runtime=runtime,
@@ -59,17 +68,22 @@ async def create(
     )
     task = result.task
     state = "waiting" if task.status in ("queued", "generating") else task.status
-    return ok(TaskCreated(task_id=task.id, model=task.model, state=state))
+    return _ok(TaskCreated(task_id=task.id, model=task.model, state=state))
 
 
-@router.get("/recordInfo", summary="A task's state and results", responses=error_responses(404))
+@router.get(
+    "/recordInfo",
+    summary="A task's state and results",
+    response_model=Envelope[TaskRead],
+    responses=error_responses(404),
+)
 async def record_info(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     task_id: TaskIdQuery = None,
-) -> Envelope[TaskRead]:
+) -> Response:
     view = await read_task(
         session,
         runtime=runtime,
@@ -77,7 +91,7 @@ async def record_info(
         task_id=task_id,
         base_url=base_url_of(runtime, str(request.base_url)),
     )
-    return ok(view)
+    return _ok(view)
 
 
 @router.post("/estimate", summary="The price of a request; nothing is created")
