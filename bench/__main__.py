@@ -81,6 +81,11 @@ def _gengate(bench: Bench, name: str, db_url: str, workers: bool) -> Iterator[Se
         yield server
 
 
+def start_floor(bench: Bench) -> AbstractContextManager[Server]:
+    env = {**os.environ, "BENCH_DATABASE_URL": bench.db_url, "PYTHONPATH": str(ROOT)}
+    return running("floor", "bench.floor:app", env, LOG_DIR)
+
+
 def start_gengate_api(bench: Bench) -> AbstractContextManager[Server]:
     return _gengate(bench, "gengate", bench.db_url, workers=False)
 
@@ -100,6 +105,14 @@ def baseline_insert(bench: Bench, server: Server) -> dict[str, Any]:
 def baseline_select(bench: Bench, server: Server) -> dict[str, Any]:
     ids = _sample(bench.db_url, "bench_item", bench.work / "item-ids.txt")
     return loadgen.load(server.url, "get_ids.lua", [str(ids), "/select?id="])
+
+
+def _floor(layer: str) -> Phase:
+    def phase(bench: Bench, server: Server) -> dict[str, Any]:
+        ids = _sample(bench.db_url, "bench_item", bench.work / "item-ids.txt")
+        return loadgen.load(server.url, "get_ids.lua", [str(ids), f"/{layer}?id="])
+
+    return phase
 
 
 def gengate_create(bench: Bench, server: Server) -> dict[str, Any]:
@@ -171,6 +184,15 @@ STAGES = [
         [
             ("insert", "bare INSERT (POST /insert)", baseline_insert),
             ("select", "bare PK SELECT (GET /select)", baseline_select),
+        ],
+    ),
+    Stage(
+        "floor",
+        start_floor,
+        [
+            ("floorRaw", "floor: FastAPI + raw psycopg SELECT", _floor("raw")),
+            ("floorCore", "floor: FastAPI + SQLAlchemy Core SELECT", _floor("core")),
+            ("floorSession", "floor: FastAPI + SQLAlchemy session SELECT", _floor("session")),
         ],
     ),
     Stage(

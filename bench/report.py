@@ -42,6 +42,22 @@ def targets(results: Results) -> list[Target]:
         Target(
             "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
         ),
+        *_floor_context(results),
+    ]
+
+
+def _floor_context(results: Results) -> list[Target]:
+    """Not targets: how far the same PK SELECT gets through each layer of the stack."""
+    layers = [
+        ("floorRaw", "FastAPI + raw psycopg"),
+        ("floorCore", "FastAPI + SQLAlchemy Core"),
+        ("floorSession", "FastAPI + SQLAlchemy session"),
+        ("recordInfo", "gengate recordInfo"),
+    ]
+    return [
+        Target(f"context: {name} / bare PK SELECT", _ratio(results, phase, "select"), "-", None)
+        for phase, name in layers
+        if phase in results
     ]
 
 
@@ -83,7 +99,7 @@ def print_report(console: Console, results: Results) -> list[Target]:
         ratios.add_column(column)
     for t in checks:
         shown = "-" if t.value is None else f"{t.value:.1f} ms" if t.ms else f"{t.value:.1%}"
-        verdict = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "n/a"}[t.passed]
+        verdict = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "-"}[t.passed]
         ratios.add_row(t.name, shown, t.goal, verdict)
     console.print(ratios)
     return checks
