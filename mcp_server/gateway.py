@@ -21,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
 from app.core.errors import AuthenticationFailed
-from app.jobs.service import base_url_of
+from app.jobs.views import base_url_of
 from app.keys.service import Principal, parse_bearer
 from app.runtime import Runtime
 from mcp_server.context import SCOPE_KEY, Caller

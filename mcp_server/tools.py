@@ -17,16 +17,8 @@ from app.accounts.service import describe_account
 from app.catalog.schemas import ModelRead
 from app.core.errors import AppError, InvalidInput
 from app.jobs.schemas import TaskCreate, TaskCreated, TaskRead
-from app.jobs.service import (
-    cancel_task,
-    create_task,
-    describe_task,
-    estimate_task,
-    get_task,
-    list_tasks,
-    read_task,
-    result_files,
-)
+from app.jobs.service import cancel_task, create_task, estimate_task
+from app.jobs.views import describe_task, get_task, list_tasks, read_task, result_files
 from app.media.thumbnails import make_thumbnail
 from mcp_server import results
 from mcp_server.context import Caller, caller_of

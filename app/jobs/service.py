@@ -1,4 +1,4 @@
-"""Jobs: create, estimate, read, cancel. The only home of the task rules."""
+"""Jobs: create, estimate, cancel. With app.jobs.views, the only home of the task rules."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Insert,
-    ScalarSelect,
-    and_,
     bindparam,
-    case,
     func,
     insert,
-    or_,
     select,
     true,
 )
@@ -31,27 +26,22 @@ from app.core.errors import (
     Conflict,
     InsufficientCredits,
     InvalidInput,
-    NotFound,
     TooManyActiveTasks,
 )
 from app.core.ids import new_id, now_ms
 from app.credits.service import debit_for_hold, guarded_hold, record_hold, undo_debit
 from app.db.hooks import after_commit
-from app.jobs.failures import fail_code
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
-from app.jobs.schemas import EstimateRead, TaskCreate, TaskPage, TaskRead
+from app.jobs.schemas import EstimateRead, TaskCreate
+from app.jobs.views import get_task
 from app.keys.scopes import Scope
 from app.keys.service import Principal
-from app.limits.service import GROUP_CREATE, GROUP_QUERY
-from app.media.service import list_task_media, media_url
+from app.limits.service import GROUP_CREATE
 from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax
 from app.runtime import Runtime
 
 REQUEST_ID_MAX = 200
-# queuePosition counts at most this far: beyond it the exact place costs a scan of the backlog
-# and tells a client nothing more useful ("far back").
-QUEUE_POSITION_CAP = 1000
 _URL_FIELDS = ("input_urls", "image_urls")
 
 
@@ -282,152 +272,6 @@ async def estimate_task(
     )
 
 
-async def get_task(session: AsyncSession, *, principal: Principal, task_id: str | None) -> Task:
-    """A task of the calling key. Raises InvalidInput, NotFound."""
-    if not task_id:
-        raise InvalidInput("taskId is required", field="taskId")
-    task = await session.get(Task, task_id)
-    if task is None or task.api_key_id != principal.key_id:
-        raise NotFound("task not found")
-    return task
-
-
-async def read_task(
-    session: AsyncSession,
-    *,
-    runtime: Runtime,
-    principal: Principal,
-    task_id: str | None,
-    base_url: str,
-) -> TaskRead:
-    """recordInfo: the task with fresh result URLs. Raises RateLimited, InvalidInput, NotFound."""
-    principal.require(Scope.TASKS_READ)
-    await runtime.limiter.hit(principal, GROUP_QUERY)
-    if not task_id:
-        raise InvalidInput("taskId is required", field="taskId")
-    # One statement: the task of this key and, while it is queued, its place in the queue.
-    row = (
-        await session.execute(_READ_TASK, {"task_id": task_id, "key_id": principal.key_id})
-    ).first()
-    if row is None:
-        raise NotFound("task not found")
-    task, ahead = row
-    position = None if ahead is None else int(ahead) + 1
-    return await _view(session, runtime=runtime, task=task, base_url=base_url, position=position)
-
-
-async def describe_task(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
-) -> TaskRead:
-    """The public view of a task (recordInfo data, callback body)."""
-    position = await _queue_position(session, task) if task.status == "queued" else None
-    return await _view(session, runtime=runtime, task=task, base_url=base_url, position=position)
-
-
-async def _view(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str, position: int | None
-) -> TaskRead:
-    waiting = task.status in ACTIVE_STATUSES
-    result_json = None
-    if task.status == TaskStatus.SUCCESS.value:
-        files = await result_files(session, runtime=runtime, task=task, base_url=base_url)
-        urls = [f.url for f in files]
-        result_json = json.dumps({"resultUrls": urls}, separators=(",", ":"))
-    failure = fail_code(task.fail_code) if task.fail_code else None
-    return TaskRead(
-        task_id=task.id,
-        model=task.model,
-        state="waiting" if waiting else task.status,
-        stage=task.status if waiting else None,
-        progress=task.progress,
-        queue_position=position,
-        param=_param_json(task),
-        result_json=result_json,
-        fail_code=task.fail_code,
-        fail_msg=task.fail_msg,
-        fail_retryable=failure.retryable if failure else None,
-        credits=0 if failure and failure.refunded else task.price,
-        cost_time=task.completed_at - task.created_at if task.completed_at else None,
-        complete_time=task.completed_at,
-        create_time=task.created_at,
-        update_time=task.updated_at,
-    )
-
-
-@dataclass(frozen=True)
-class ResultFile:
-    url: str
-    name: str
-    content_type: str
-    path: str
-    size_bytes: int
-
-
-async def result_files(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
-) -> list[ResultFile]:
-    """A finished task's files, each with a freshly signed URL."""
-    if task.status != TaskStatus.SUCCESS.value:
-        return []
-    ttl, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
-    return [
-        ResultFile(
-            url=media_url(
-                f, base_url=base_url, secret=runtime.signing_secret, ttl_s=ttl, now_s=now_s
-            ),
-            name=f"{task.id}-{f.position + 1}.{f.path.rsplit('.', 1)[-1]}",
-            content_type=f.content_type,
-            path=f.path,
-            size_bytes=f.size_bytes,
-        )
-        for f in await list_task_media(session, task_id=task.id)
-    ]
-
-
-def _param_json(task: Task) -> str:
-    param: dict[str, Any] = {"model": task.model, "input": json.loads(task.input_json)}
-    if task.callback_url:
-        param["callBackUrl"] = task.callback_url
-    return json.dumps(param, separators=(",", ":"))
-
-
-def _queued_ahead(due_at: ColumnElement[int], task_id: ColumnElement[str]) -> ScalarSelect[int]:
-    """How many queued tasks come before (due_at, task_id), counted up to the cap only: a
-    deep backlog must not make every status read scan it."""
-    ahead = _TASKS.alias("ahead")
-    rows = (
-        select(ahead.c.id)
-        .where(
-            ahead.c.status == TaskStatus.QUEUED.value,
-            ahead.c.due_at <= due_at,  # bounds the index range; the OR does not
-            or_(ahead.c.due_at < due_at, and_(ahead.c.due_at == due_at, ahead.c.id < task_id)),
-        )
-        .limit(QUEUE_POSITION_CAP - 1)
-        .correlate(_TASKS)
-        .subquery()
-    )
-    return select(func.count()).select_from(rows).scalar_subquery()
-
-
-_READ_TASK = select(
-    Task,
-    case(
-        (
-            col(Task.status) == TaskStatus.QUEUED.value,
-            _queued_ahead(_TASKS.c.due_at, _TASKS.c.id),
-        ),
-        else_=None,
-    ),
-).where(col(Task.id) == bindparam("task_id"), col(Task.api_key_id) == bindparam("key_id"))
-_QUEUED_AHEAD = select(_queued_ahead(bindparam("due_at"), bindparam("task_id")))
-
-
-async def _queue_position(session: AsyncSession, task: Task) -> int:
-    """1 for the next task to be picked up; saturates at QUEUE_POSITION_CAP."""
-    ahead = await session.scalar(_QUEUED_AHEAD, {"due_at": task.due_at, "task_id": task.id})
-    return int(ahead or 0) + 1
-
-
 async def cancel_task(
     session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str | None
 ) -> Task:
@@ -445,54 +289,3 @@ async def cancel_task(
         raise Conflict(f"task is already {task.status}", field="taskId")
     await session.refresh(task)
     return task
-
-
-def base_url_of(runtime: Runtime, request_base: str | None) -> str:
-    """Where clients reach us: the configured public URL, else the request's own base."""
-    base = runtime.settings.public_url or request_base
-    if not base:
-        base = f"http://{runtime.settings.host}:{runtime.settings.port}"
-    return base.rstrip("/")
-
-
-_STATE_STATUSES = {
-    "waiting": ACTIVE_STATUSES,
-    "success": (TaskStatus.SUCCESS.value,),
-    "fail": (TaskStatus.FAIL.value,),
-}
-
-
-async def list_tasks(
-    session: AsyncSession,
-    *,
-    runtime: Runtime,
-    principal: Principal,
-    base_url: str,
-    model: str | None = None,
-    state: str | None = None,
-    limit: int = 20,
-    cursor: str | None = None,
-) -> TaskPage:
-    """The calling key's tasks, newest first. Raises InvalidInput on a bad filter."""
-    principal.require(Scope.TASKS_READ)
-    if state is not None and state not in _STATE_STATUSES:
-        raise InvalidInput(
-            "state must be one of waiting, success, fail",
-            field="state",
-            allowed=list(_STATE_STATUSES),
-        )
-    if not 1 <= limit <= 100:
-        raise InvalidInput("limit must be between 1 and 100", field="limit")
-    stmt = select(Task).where(col(Task.api_key_id) == principal.key_id)
-    if model:
-        stmt = stmt.where(col(Task.model) == model)
-    if state:
-        stmt = stmt.where(col(Task.status).in_(_STATE_STATUSES[state]))
-    if cursor:
-        stmt = stmt.where(col(Task.id) < cursor)
-    rows = list(
-        (await session.execute(stmt.order_by(col(Task.id).desc()).limit(limit + 1))).scalars()
-    )
-    page = rows[:limit]
-    views = [await describe_task(session, runtime=runtime, task=t, base_url=base_url) for t in page]
-    return TaskPage(tasks=views, next_cursor=page[-1].id if len(rows) > limit else None)

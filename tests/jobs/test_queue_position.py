@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select
 
 from app.jobs.models import Task
-from app.jobs.service import QUEUE_POSITION_CAP, describe_task
+from app.jobs.views import QUEUE_POSITION_CAP, describe_task
 from tests.conftest import make_customer
 from tests.jobs.conftest import t2i
 from tests.support.apps import runtime_of

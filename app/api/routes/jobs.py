@@ -6,14 +6,8 @@ from pydantic import BaseModel
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
-from app.jobs.service import (
-    base_url_of,
-    cancel_task,
-    create_task,
-    describe_task,
-    estimate_task,
-    read_task,
-)
+from app.jobs.service import cancel_task, create_task, estimate_task
+from app.jobs.views import base_url_of, describe_task, read_task
 
 router = APIRouter(
     prefix="/api/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 403, 429)
