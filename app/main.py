@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from app import __version__
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.api.routes import account, health, jobs, keys, media, models
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         health.router,
         account.router,

@@ -141,6 +141,10 @@ async def test_openapi_documents_routes_models_and_errors(client: httpx.AsyncCli
         assert "200" in operation["responses"] and "401" in operation["responses"]
         assert operation["responses"]["401"]["content"]["application/json"]["schema"]
     assert "requestBody" in paths["/api/v1/keys"]["post"]
+    # Validation errors are 400 in the envelope; FastAPI's default 422 is never answered.
+    assert not any("422" in op["responses"] for ops in paths.values() for op in ops.values())
+    create = paths["/api/v1/jobs/createTask"]["post"]["responses"]
+    assert {"200", "400", "401", "402", "409", "429"} <= set(create)
     assert (await client.get("/docs")).status_code == 200
 
 
