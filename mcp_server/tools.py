@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -172,20 +173,25 @@ async def _wait(ctx: Ctx, caller: Caller, view: TaskRead, seconds: float) -> Tas
 
 
 async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> list[ContentBlock]:
-    """A resource_link per result file, and on request an inline preview of each."""
-    if view.state != "success":
+    """A resource_link per result file, and on request an inline preview of each.
+
+    The links carry the very URLs of the view's resultJson: minting them again could cross
+    a second and sign them differently.
+    """
+    if view.state != "success" or view.result_json is None:
         return []
     async with caller.runtime.sessions() as session:
         task = await get_task(session, principal=caller.principal, task_id=view.task_id)
         files = await result_files(
             session, runtime=caller.runtime, task=task, base_url=caller.base_url
         )
+    urls = json.loads(view.result_json)["resultUrls"]
     blocks: list[ContentBlock] = []
-    for f in files:
+    for f, url in zip(files, urls, strict=True):
         blocks.append(
             ResourceLink(
                 type="resource_link",
-                uri=f.url,
+                uri=url,
                 name=f.name,
                 mime_type=f.content_type,
                 size=f.size_bytes,
