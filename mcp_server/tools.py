@@ -100,9 +100,7 @@ def _generate(media_type: Literal["image", "video"]) -> Callable[..., Any]:
                 spec=spec,
                 request_id=request_id,
             )
-            task = created.task
-            state = "waiting" if task.status in ("queued", "generating") else task.status
-            return TaskCreated(task_id=task.id, model=task.model, state=state)
+            return TaskCreated.of(created.task)
 
         return await _run(ctx, work)
 

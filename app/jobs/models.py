@@ -1,4 +1,5 @@
 from enum import StrEnum
+from typing import Literal
 
 from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -14,6 +15,14 @@ class TaskStatus(StrEnum):
 
 
 ACTIVE_STATUSES = (TaskStatus.QUEUED.value, TaskStatus.GENERATING.value)
+PublicState = Literal["waiting", "success", "fail"]
+
+
+def public_state(status: str) -> PublicState:
+    """The seed's `state`: queued and generating are both `waiting`."""
+    if status in ACTIVE_STATUSES:
+        return "waiting"
+    return "success" if status == TaskStatus.SUCCESS.value else "fail"
 
 
 class Task(SQLModel, table=True):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.core.errors import InvalidInput
 from app.core.schema import PublicModel
+from app.jobs.models import PublicState, Task, public_state
 
 _CALLBACK_FIELDS = ("callBackUrl", "callbackUrl")
 # Fields of a create request that are not model inputs.
@@ -56,7 +57,11 @@ class TaskCreate(BaseModel):
 class TaskCreated(PublicModel):
     task_id: str
     model: str
-    state: Literal["waiting", "success", "fail"]
+    state: PublicState
+
+    @classmethod
+    def of(cls, task: Task) -> TaskCreated:
+        return cls(task_id=task.id, model=task.model, state=public_state(task.status))
 
 
 class TaskRead(PublicModel):
@@ -64,7 +69,7 @@ class TaskRead(PublicModel):
 
     task_id: str
     model: str
-    state: Literal["waiting", "success", "fail"]
+    state: PublicState
     stage: Literal["queued", "generating"] | None = Field(
         description="while waiting: queued or generating"
     )

@@ -25,7 +25,7 @@ from app.core.errors import (
 )
 from app.core.ids import now_ms
 from app.jobs.failures import fail_code
-from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import TaskPage, TaskRead
 from app.keys.scopes import Scope
 from app.keys.service import Principal
@@ -94,7 +94,7 @@ async def _view(
     return TaskRead(
         task_id=task.id,
         model=task.model,
-        state="waiting" if waiting else task.status,
+        state=public_state(task.status),
         stage=task.status if waiting else None,
         progress=task.progress,
         queue_position=position,

@@ -60,9 +60,7 @@ async def create(
         spec=TaskCreate.from_arguments(body),
         request_id=request_id,
     )
-    task = result.task
-    state = "waiting" if task.status in ("queued", "generating") else task.status
-    return _ok(TaskCreated(task_id=task.id, model=task.model, state=state))
+    return _ok(TaskCreated.of(result.task))
 
 
 @router.get(
