@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,20 +79,6 @@ async def grant_credits(
     )
     if entry is None:
         raise NotFound("account not found")
-    return entry
-
-
-async def hold_credits(
-    session: AsyncSession, *, account_id: str, amount: int, task_id: str
-) -> LedgerEntry:
-    """Reserve `amount` credits for a task. Raises InsufficientCredits, NotFound."""
-    if amount < 0:
-        raise InvalidInput("a hold cannot be negative", field="amount")
-    entry = await _move(
-        session, account_id=account_id, amount=-amount, kind=LedgerKind.HOLD, task_id=task_id
-    )
-    if entry is None:
-        await _refuse_hold(session, account_id=account_id, amount=amount)
     return entry
 
 
@@ -238,3 +225,28 @@ async def ledger_sum(session: AsyncSession, *, account_id: str) -> int:
         )
     )
     return int(total or 0)
+
+
+# A hold with no extra condition: its ledger row is always written.
+UNCONDITIONAL_HOLD = guarded_hold(true())
+
+
+async def hold_credits(session: AsyncSession, *, account_id: str, amount: int, task_id: str) -> int:
+    """Reserve `amount` credits for a task; returns the balance after.
+
+    The two halves create_task uses, with no extra condition. Raises InvalidInput,
+    InsufficientCredits, NotFound.
+    """
+    if amount < 0:
+        raise InvalidInput("a hold cannot be negative", field="amount")
+    balance_after = await debit_for_hold(session, account_id=account_id, amount=amount)
+    await record_hold(
+        session,
+        UNCONDITIONAL_HOLD,
+        account_id=account_id,
+        amount=amount,
+        balance_after=balance_after,
+        task_id=task_id,
+        params={},
+    )
+    return balance_after

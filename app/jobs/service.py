@@ -13,7 +13,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    true,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -29,7 +28,13 @@ from app.core.errors import (
     TooManyActiveTasks,
 )
 from app.core.ids import new_id, now_ms
-from app.credits.service import debit_for_hold, guarded_hold, record_hold, undo_debit
+from app.credits.service import (
+    UNCONDITIONAL_HOLD,
+    debit_for_hold,
+    guarded_hold,
+    record_hold,
+    undo_debit,
+)
 from app.db.hooks import after_commit
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
@@ -132,7 +137,7 @@ async def create_task(
             replay := await _find_replay(session, principal, request_id, priced)
         ):
             return replay
-        if counted and await _count_active(session, principal.key_id) >= limit:
+        if counted and await _count_active(session, principal.key_id, limit) >= limit:
             raise TooManyActiveTasks(limit=limit) from None
         raise
     if request_id is None:
@@ -145,14 +150,12 @@ async def create_task(
         return replay
     held = await record_hold(
         session,
-        _HOLD_UNDER_ACTIVE_LIMIT if counted else _HOLD,
+        _HOLD_UNDER_ACTIVE_LIMIT if counted else UNCONDITIONAL_HOLD,
         account_id=principal.account_id,
         amount=priced.price,
         balance_after=balance_after,
         task_id=values["id"],
-        params={"active_key": principal.key_id, "active_limit": limit, "active_cap": limit + 1}
-        if counted
-        else {},
+        params=_active_params(principal.key_id, limit) if counted else {},
     )
     if not held:
         raise TooManyActiveTasks(limit=limit)
@@ -187,7 +190,11 @@ _ACTIVE_OF_KEY = (
     .scalar_subquery()
 )
 _HOLD_UNDER_ACTIVE_LIMIT = guarded_hold(bindparam("active_limit") >= _ACTIVE_OF_KEY)
-_HOLD = guarded_hold(true())
+_COUNT_ACTIVE = select(_ACTIVE_OF_KEY)
+
+
+def _active_params(key_id: str, limit: int) -> dict[str, Any]:
+    return {"active_key": key_id, "active_limit": limit, "active_cap": limit + 1}
 
 
 def _insert_once(session: AsyncSession) -> Insert:
@@ -248,11 +255,9 @@ async def _find_by_request_id(session: AsyncSession, key_id: str, request_id: st
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def _count_active(session: AsyncSession, key_id: str) -> int:
-    stmt = select(func.count()).where(
-        col(Task.api_key_id) == key_id, col(Task.status).in_(ACTIVE_STATUSES)
-    )
-    return int(await session.scalar(stmt) or 0)
+async def _count_active(session: AsyncSession, key_id: str, limit: int) -> int:
+    """The key's waiting tasks, counted up to one past `limit` (as the hold's guard does)."""
+    return int(await session.scalar(_COUNT_ACTIVE, _active_params(key_id, limit)) or 0)
 
 
 async def estimate_task(
