@@ -20,7 +20,7 @@ from app.core.ids import now_ms
 from app.jobs.lifecycle import expire_overdue, fail_task, succeed_task
 from app.jobs.models import Task
 from app.jobs.queue import claim_due_tasks, release_task, renew_lease
-from app.media.service import record_media
+from app.media.service import record_media, store_output
 from app.media.storage import StoredBlob
 from app.providers.base import (
     Completed,
@@ -31,11 +31,10 @@ from app.providers.base import (
     ProviderJob,
     ProviderUnavailable,
 )
-from app.providers.local_render import MediaInfo, probe_media
+from app.providers.local_render import MediaInfo
 from app.runtime import Runtime
 
 log = logging.getLogger("gengate.worker")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
 
 
 class Worker:
@@ -234,7 +233,11 @@ class Worker:
         stored: list[tuple[StoredBlob, MediaInfo]] = []
         try:
             for position, output in enumerate(outputs):
-                stored.append(await asyncio.to_thread(_store_one, store, task.id, position, output))
+                stored.append(
+                    await asyncio.to_thread(
+                        store_output, store, task_id=task.id, position=position, data=output.data
+                    )
+                )
             async with self._runtime.sessions() as session:
                 if await succeed_task(
                     session, notifier=self._runtime.notifier, task_id=task.id, owner=self.owner
@@ -256,13 +259,6 @@ class Worker:
             _discard(store, task.id, stored)
             raise
         _discard(store, task.id, stored)
-
-
-def _store_one(store, task_id: str, position: int, output: Output) -> tuple[StoredBlob, MediaInfo]:  # type: ignore[no-untyped-def]
-    info = probe_media(output.data)
-    extension = _EXTENSIONS.get(info.content_type, "bin")
-    blob = store.put(task_id=task_id, position=position, data=output.data, extension=extension)
-    return blob, info
 
 
 def _discard(store, task_id: str, stored: list[tuple[StoredBlob, MediaInfo]]) -> None:  # type: ignore[no-untyped-def]

@@ -1,9 +1,9 @@
 """Media records and their signed URLs.
 
 Storing bytes is `LocalMediaStore`'s job (sync, run in a thread); this module records what
-was stored and decides who may read it. A result is stored in three steps by the caller:
-`probe_media(data)`, `store.put(..., extension=media_extension(info.content_type))`,
-then `record_media(...)` in the transaction that completes the task.
+was stored and decides who may read it. A result is stored in two steps by the caller:
+`store_output(...)` in a thread, then `record_media(...)` in the transaction that
+completes the task.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from app.core.errors import NotFound
 from app.core.ids import new_id, now_ms
 from app.media.models import MediaFile
 from app.media.signing import sign_media, verify_media
-from app.media.storage import StoredBlob
-from app.providers.local_render import MediaInfo
+from app.media.storage import LocalMediaStore, StoredBlob
+from app.providers.local_render import MediaInfo, probe_media
 
 _EXTENSIONS = {
     "image/png": "png",
@@ -39,6 +39,24 @@ def media_extension(content_type: str) -> str:
     """The file extension used on disk and in URLs for a content type ("bin" if unknown)."""
     base = content_type.split(";", 1)[0].strip().lower()
     return _EXTENSIONS.get(base, _FALLBACK_EXTENSION)
+
+
+def store_output(
+    store: LocalMediaStore, *, task_id: str, position: int, data: bytes
+) -> tuple[StoredBlob, MediaInfo]:
+    """Probe a result and write it under the extension of its real content type.
+
+    Sync and CPU-bound (decoding, hashing): run it in a thread. Raises ValueError when the
+    data is no image or video we can read.
+    """
+    info = probe_media(data)
+    blob = store.put(
+        task_id=task_id,
+        position=position,
+        data=data,
+        extension=media_extension(info.content_type),
+    )
+    return blob, info
 
 
 async def record_media(

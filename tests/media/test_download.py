@@ -4,7 +4,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.api.routes.media import store_of
 from app.core.ids import now_ms
 from app.media.models import MediaFile
 from app.media.service import media_extension, media_url, record_media
@@ -18,7 +17,7 @@ NOT_FOUND = {"code": 404, "msg": "media not found", "data": {"error": "media not
 async def _stored_png(runtime: Runtime, task: TaskRef) -> tuple[MediaFile, bytes]:
     data = render_text_to_image("a lighthouse at dusk", width=320, height=240, output_format="png")
     info = probe_media(data)
-    store = store_of(runtime)
+    store = runtime.media_store
     blob = store.put(
         task_id=task.id, position=0, data=data, extension=media_extension(info.content_type)
     )
@@ -103,7 +102,7 @@ async def test_file_gone_from_disk_is_not_found(
     client: httpx.AsyncClient, runtime: Runtime, task: TaskRef
 ) -> None:
     media, _data = await _stored_png(runtime, task)
-    store_of(runtime).delete_task(task.id, [media.path])
+    runtime.media_store.delete_task(task.id, [media.path])
     response = await client.get(_path_of(_url(runtime, media)))
     assert response.status_code == 404
     assert response.json() == NOT_FOUND

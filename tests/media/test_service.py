@@ -13,10 +13,11 @@ from app.media.service import (
     media_url,
     open_media,
     record_media,
+    store_output,
 )
 from app.media.signing import sign_media
 from app.media.storage import LocalMediaStore
-from app.providers.local_render import probe_media, render_text_to_image
+from app.providers.local_render import render_text_to_image
 from app.providers.local_video import render_video
 from app.runtime import Runtime
 from tests.media.conftest import TaskRef
@@ -28,13 +29,7 @@ NOW_S = 1_800_000_000
 async def _store_and_record(
     runtime: Runtime, store: LocalMediaStore, task: TaskRef, position: int, data: bytes
 ) -> MediaFile:
-    info = probe_media(data)
-    blob = store.put(
-        task_id=task.id,
-        position=position,
-        data=data,
-        extension=media_extension(info.content_type),
-    )
+    blob, info = store_output(store, task_id=task.id, position=position, data=data)
     async with runtime.sessions() as session:
         media = await record_media(
             session,

@@ -17,19 +17,12 @@ from app.core.errors import NotFound
 from app.core.ids import now_ms
 from app.media.service import open_media
 from app.media.storage import LocalMediaStore
-from app.runtime import Runtime
 
 router = APIRouter(tags=["media"])
 
 _MEDIA_TYPES: dict[str, Any] = {
     kind: {} for kind in ("image/png", "image/jpeg", "image/webp", "video/mp4")
 }
-
-
-def store_of(runtime: Runtime) -> LocalMediaStore:
-    """The runtime's media store, or one over the configured media root."""
-    store: LocalMediaStore | None = getattr(runtime, "media_store", None)
-    return store or LocalMediaStore(runtime.settings.resolved_media_root)
 
 
 def _stat_stored(store: LocalMediaStore, path: str) -> tuple[Path, os.stat_result]:
@@ -58,7 +51,8 @@ async def download_media(
     media = await open_media(
         session, file_ref=file_ref, exp=exp, sig=sig, secret=runtime.signing_secret, now_s=now_s
     )
-    path, stat_result = await anyio.to_thread.run_sync(_stat_stored, store_of(runtime), media.path)
+    store = runtime.media_store
+    path, stat_result = await anyio.to_thread.run_sync(_stat_stored, store, media.path)
     headers = {
         "ETag": f'"{media.sha256}"',
         # Private: the URL is a credential, so shared caches must not keep or serve it.
