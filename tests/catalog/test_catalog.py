@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from app.catalog import Catalog, CatalogModel, load_catalog
+from app.catalog.catalog import Catalog, CatalogModel, load_catalog
 from app.core.errors import InvalidInput
 
 T2I = "gpt-image-2-text-to-image"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.catalog import PACKAGED_CATALOG_PATH, CatalogError, load_catalog
+from app.catalog.catalog import PACKAGED_CATALOG_PATH, CatalogError, load_catalog
 
 MINIMAL = """
 [[model]]

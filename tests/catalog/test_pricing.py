@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from app.catalog import load_catalog
+from app.catalog.catalog import load_catalog
 from app.catalog.pricing import PriceRule, parse_price_rule, price_of
 
 QUALITY: dict[str, Any] = {"type": "string", "enum": ["low", "medium", "high"]}

@@ -1,4 +1,4 @@
-from app.catalog import load_catalog
+from app.catalog.catalog import load_catalog
 from app.catalog.schemas import ModelRead
 
 
