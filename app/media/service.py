@@ -8,7 +8,8 @@ completes the task.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import re
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,8 @@ _EXTENSIONS = {
     "video/quicktime": "mov",
 }
 _FALLBACK_EXTENSION = "bin"
+# The last path segment of a media URL: "<id>.<ext>". Ids are new_id() values.
+_MEDIA_REF = re.compile(r"^/(?:.*/)?media/([A-Za-z0-9_-]{1,40})\.([a-z0-9]{1,8})$")
 # One message for every refusal, so a caller cannot tell a bad signature from an unknown file.
 _NOT_FOUND = "media not found"
 
@@ -122,3 +125,31 @@ async def open_media(
     if media is None or media_extension(media.content_type) != extension:
         raise NotFound(_NOT_FOUND)
     return media
+
+
+def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:
+    """The file id of one of our own signed, unexpired media URLs; None for any other URL.
+
+    Pure (no I/O): the host is ignored, since only we can sign, so a URL minted behind any
+    public address or proxy is recognised. Whether the file still exists is the reader's
+    question (see app.media.sources).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.fragment:
+        return None
+    matched = _MEDIA_REF.fullmatch(parts.path)
+    if matched is None:
+        return None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) != {"exp", "sig"} or any(len(v) != 1 for v in query.values()):
+        return None
+    exp, sig = query["exp"][0], query["sig"][0]
+    if not exp.isascii() or not exp.isdigit() or len(exp) > 12:
+        return None
+    file_id = matched.group(1)
+    if not verify_media(secret, file_id, int(exp), sig, now_s=now_s):
+        return None
+    return file_id
