@@ -9,6 +9,7 @@ completes the task.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sqlalchemy import select
@@ -104,7 +105,11 @@ async def list_task_media(session: AsyncSession, *, task_id: str) -> list[MediaF
 
 def media_url(file: MediaFile, *, base_url: str, secret: str, ttl_s: int, now_s: int) -> str:
     """A download URL for `file` that stops working `ttl_s` seconds after `now_s`."""
-    expires_at_s = now_s + ttl_s
+    return signed_media_url(file, base_url=base_url, secret=secret, expires_at_s=now_s + ttl_s)
+
+
+def signed_media_url(file: MediaFile, *, base_url: str, secret: str, expires_at_s: int) -> str:
+    """A download URL for `file` that works until `expires_at_s` (epoch seconds)."""
     query = urlencode({"exp": expires_at_s, "sig": sign_media(secret, file.id, expires_at_s)})
     extension = media_extension(file.content_type)
     return f"{base_url.rstrip('/')}/media/{file.id}.{extension}?{query}"
@@ -124,15 +129,24 @@ async def open_media(
     media = await session.get(MediaFile, file_id)
     if media is None or media_extension(media.content_type) != extension:
         raise NotFound(_NOT_FOUND)
+    if media.expires_at is not None and media.expires_at <= now_s * 1000:
+        raise NotFound(_NOT_FOUND)  # an upload past its life, not yet swept
     return media
 
 
-def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:
-    """The file id of one of our own signed, unexpired media URLs; None for any other URL.
+@dataclass(frozen=True)
+class SignedRef:
+    """What one of our media URLs names: the file id and the expiry it was signed with."""
 
-    Pure (no I/O): the host is ignored, since only we can sign, so a URL minted behind any
-    public address or proxy is recognised. Whether the file still exists is the reader's
-    question (see app.media.sources).
+    file_id: str
+    expires_at_s: int
+
+
+def signed_media_ref(url: str, *, secret: str) -> SignedRef | None:
+    """The file a URL names if it is a media URL signed with `secret`, expired or not.
+
+    Pure (no I/O). The host is ignored: only we can sign, so a URL minted behind any public
+    address or proxy is recognised.
     """
     try:
         parts = urlsplit(url)
@@ -150,6 +164,26 @@ def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:
     if not exp.isascii() or not exp.isdigit() or len(exp) > 12:
         return None
     file_id = matched.group(1)
-    if not verify_media(secret, file_id, int(exp), sig, now_s=now_s):
+    # now_s=0: the signature alone is checked here; callers judge the expiry.
+    if not verify_media(secret, file_id, int(exp), sig, now_s=0):
         return None
-    return file_id
+    return SignedRef(file_id, int(exp))
+
+
+def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:
+    """The file id of one of our own signed, unexpired media URLs; None for any other URL.
+
+    Such a URL is read from the media store, never fetched, so the address guard has no
+    business with it. Whether the file still exists is the reader's question.
+    """
+    ref = signed_media_ref(url, secret=secret)
+    return ref.file_id if ref is not None and now_s < ref.expires_at_s else None
+
+
+def media_url_expired(url: str, *, secret: str, now_s: int) -> bool:
+    """True if `url` is one of our signed media URLs whose expiry has passed.
+
+    Lets a caller refuse it with a clear message rather than as an unknown private URL.
+    """
+    ref = signed_media_ref(url, secret=secret)
+    return ref is not None and now_s >= ref.expires_at_s
