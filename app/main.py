@@ -13,7 +13,7 @@ from starlette.routing import Route
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.api.routes import account, health, jobs, keys, media, models
+from app.api.routes import account, files, health, jobs, keys, media, models
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
 from app.jobs.worker import Worker
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys.router,
         models.router,
         jobs.router,
+        files.router,
         media.router,
     ):
         app.include_router(router)

@@ -15,6 +15,7 @@ from app.jobs.notify import Notifier
 from app.keys.cache import KeyCache
 from app.keys.service import KEY_REVOKED
 from app.limits.service import RateLimiter
+from app.media.sources import MediaSourceReader
 from app.media.storage import LocalMediaStore
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
@@ -49,18 +50,22 @@ class Runtime:
         )
         notifier.on_key_revoked = keys.drop
         await notifier.start()
-        local: Provider = LocalProvider(settings, http)
+        sessions = create_session_factory(engine, listeners={KEY_REVOKED: keys.revoked})
+        signing_secret = settings.resolve_signing_secret()
+        media_store = LocalMediaStore(settings.resolved_media_root)
+        sources = MediaSourceReader(sessions, media_store, signing_secret)
+        local: Provider = LocalProvider(settings, http, sources)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine, listeners={KEY_REVOKED: keys.revoked}),
+            sessions=sessions,
             redis=redis,
-            signing_secret=settings.resolve_signing_secret(),
+            signing_secret=signing_secret,
             catalog=catalog or load_catalog(settings.catalog_path),
             limiter=RateLimiter(settings),
             notifier=notifier,
             keys=keys,
-            media_store=LocalMediaStore(settings.resolved_media_root),
+            media_store=media_store,
             providers={local.name: local},
             http=http,
         )

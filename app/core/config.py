@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     fetch_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # Uploads (POST /api/v1/files, MCP upload_image)
+    upload_max_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes"
+    )
+    upload_max_pixels: int = Field(
+        default=40_000_000,
+        gt=0,
+        description="Largest accepted upload in pixels (width x height): no decompression bombs",
+    )
+    upload_ttl_seconds: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="How long an upload is kept; its signed URL is valid until then",
+    )
+
     # The offline `local` provider: a fixed delay per task, and (for tests and demos)
     # prompt directives such as [[fail:provider_error]] or [[delay:2000]].
     local_delay_ms: int = Field(default=0, ge=0)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
+from app.media.sources import MediaSourceReader
 from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
 from app.providers.base import Completed, Failed, Outcome, Output, ProgressReporter, ProviderJob
 from app.providers.local_render import (
@@ -31,9 +32,15 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 class LocalProvider:
     name = "local"
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        sources: MediaSourceReader | None = None,
+    ) -> None:
         self._settings = settings
         self._http = http
+        self._sources = sources
         self._policy = UrlPolicy(
             allow_private=settings.allow_private_urls,
             max_bytes=settings.fetch_max_bytes,
@@ -53,7 +60,7 @@ class LocalProvider:
             # Simulates upstream latency (for demos and crash tests); not a test sleep.
             await asyncio.sleep(delay_ms / 1000)
         try:
-            sources = await self._fetch_sources(job.input)
+            sources = await self._fetch_sources(job.input, task_id=job.task_id)
         except (UrlRefused, FetchFailed) as exc:
             reason = exc.reason if isinstance(exc, UrlRefused) else str(exc)
             code = "invalid_input" if isinstance(exc, UrlRefused) else "input_unreachable"
@@ -69,10 +76,17 @@ class LocalProvider:
         # Local jobs finish inside submit; a poll means a crash between the two: redo it.
         return await self.submit(job, report=_ignore_progress)
 
-    async def _fetch_sources(self, params: Mapping[str, Any]) -> list[bytes]:
+    async def _fetch_sources(self, params: Mapping[str, Any], *, task_id: str) -> list[bytes]:
         urls = params.get("input_urls") or params.get("image_urls") or []
-        results = await asyncio.gather(*(fetch_bytes(self._http, u, self._policy) for u in urls))
-        return [body for body, _content_type in results]
+        return list(await asyncio.gather(*(self._fetch_one(url, task_id) for url in urls)))
+
+    async def _fetch_one(self, url: str, task_id: str) -> bytes:
+        # Our own media (uploads, earlier results) comes from the store: no request to
+        # ourselves, and no address guard to trip on a server listening on 127.0.0.1.
+        if self._sources is not None and self._sources.recognises(url):
+            return await self._sources.read(url, task_id=task_id)
+        body, _content_type = await fetch_bytes(self._http, url, self._policy)
+        return body
 
 
 async def _ignore_progress(_progress: int) -> None:
