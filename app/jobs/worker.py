@@ -33,6 +33,7 @@ from app.providers.base import (
 )
 from app.providers.local_render import MediaInfo
 from app.runtime import Runtime
+from app.uploads.service import purge_expired_uploads
 
 log = logging.getLogger("gengate.worker")
 
@@ -99,9 +100,12 @@ class Worker:
                 expired = await expire_overdue(
                     session, notifier=self._runtime.notifier, now=now_ms()
                 )
+                purged = await purge_expired_uploads(session, self._runtime.media_store, now_ms())
                 await session.commit()
             if expired:
                 log.info("expired %d overdue tasks", expired)
+            if purged:
+                log.info("deleted %d expired uploads", purged)
         except Exception:
             log.exception("expiry sweep failed")
 
