@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
-from app.core.errors import AuthenticationFailed
+from app.core.errors import AuthenticationFailed, ServiceUnavailable
+from app.core.outages import unavailable_on_outage
 from app.jobs.views import base_url_of
 from app.keys.service import Principal, parse_bearer
 from app.runtime import Runtime
@@ -52,6 +53,13 @@ class McpGateway:
                 challenge += ', error="invalid_token"'
             response = JSONResponse(
                 exc.payload(), status_code=401, headers={"WWW-Authenticate": challenge}
+            )
+            await response(scope, receive, send)
+            return
+        except ServiceUnavailable as exc:
+            retry_after = str(exc.details["retryAfter"])
+            response = JSONResponse(
+                exc.payload(), status_code=503, headers={"Retry-After": retry_after}
             )
             await response(scope, receive, send)
             return
@@ -91,9 +99,11 @@ class McpGateway:
 
 async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
     token = parse_bearer(header)
-    async with runtime.sessions() as session:
-        principal = await runtime.keys.authenticate(session, token=token)
-        await session.commit()
+    # Before the SDK: an outage here must be an HTTP 503, not a JSON-RPC internal error.
+    with unavailable_on_outage():
+        async with runtime.sessions() as session:
+            principal = await runtime.keys.authenticate(session, token=token)
+            await session.commit()
     return principal
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel
 
-from app.core.errors import AppError
+from app.core.errors import AppError, ServiceUnavailable
+from app.core.outages import is_outage
 
 log = logging.getLogger("gengate.mcp")
 
@@ -32,6 +33,11 @@ def failure(exc: AppError) -> CallToolResult:
 
 
 def internal_failure(exc: Exception) -> CallToolResult:
+    """An exception no service turned into an AppError: a database or Redis outage becomes
+    the unavailable tool error (with retryAfter), anything else a logged internal error."""
+    if is_outage(exc):
+        log.warning("tool answered unavailable: %s", type(exc).__name__)
+        return failure(exc if isinstance(exc, ServiceUnavailable) else ServiceUnavailable())
     log.exception("tool failed", exc_info=exc)
     payload = {"error": "internal error"}
     return CallToolResult(content=[_text(payload)], structured_content=payload, is_error=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -29,7 +30,10 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
             yield session
             await session.commit()
         except BaseException:
-            await session.rollback()
+            # The commit itself may be what failed (the database went away after the route
+            # body); a rollback that fails too must not hide that error from the handler.
+            with contextlib.suppress(Exception):
+                await session.rollback()
             raise
 
 

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import AppError, AuthenticationFailed, RateLimited
+from app.core.errors import AppError, AuthenticationFailed, RateLimited, ServiceUnavailable
+from app.core.outages import OUTAGE_SOURCES, is_outage
 
 log = logging.getLogger("gengate.api")
 
@@ -69,8 +70,26 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, {"error": "internal error"})
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After for a database or Redis outage; anything else is a 500."""
+    if not is_outage(exc):
+        return await _unexpected(request, exc)
+    unavailable = exc if isinstance(exc, ServiceUnavailable) else ServiceUnavailable()
+    cause = exc.__cause__ if isinstance(exc, ServiceUnavailable) and exc.__cause__ else exc
+    log.warning("answered 503: %s: %s", type(cause).__name__, _first_line(cause))
+    headers = {"Retry-After": str(unavailable.details["retryAfter"])}
+    return error_response(unavailable.status, unavailable.payload(), headers)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next(iter(str(exc).splitlines()), "")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(ServiceUnavailable, _unavailable)
+    for outage_type in OUTAGE_SOURCES:
+        app.add_exception_handler(outage_type, _unavailable)

@@ -61,3 +61,17 @@ class TooManyActiveTasks(AppError):
 
     def __init__(self, *, limit: int) -> None:
         super().__init__("too many active tasks", limit=limit)
+
+
+# Long enough for a database restart or a failover to finish, short enough that a client
+# retrying on it does not wait past the outage by much.
+OUTAGE_RETRY_AFTER_S = 5
+
+
+class ServiceUnavailable(AppError):
+    """The database or Redis cannot be reached for now (see app.core.outages)."""
+
+    status = 503
+
+    def __init__(self, *, retry_after: int = OUTAGE_RETRY_AFTER_S) -> None:
+        super().__init__("service temporarily unavailable", retryAfter=retry_after)

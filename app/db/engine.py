@@ -22,6 +22,7 @@ SessionFactory = async_sessionmaker[AsyncSession]
 # A pooled connection idle this long is pinged before use; a busy one is not (SQLAlchemy's
 # pool_pre_ping would add a round trip to every request).
 IDLE_PING_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -29,7 +30,15 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         return _create_sqlite_engine(url)
     # A fixed pool: under load, requests wait for a connection instead of opening (and on
     # return closing) overflow connections, which cost more than the queries.
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_recycle=1800,
+        # A server that drops packets instead of refusing would otherwise hold a request
+        # (or a worker) for the kernel's TCP timeout, minutes, before it becomes a 503.
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
     _ping_when_idle(engine)
     return engine
 

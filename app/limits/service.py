@@ -15,10 +15,13 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from app.core.config import Settings
 from app.core.errors import RateLimited
+from app.core.outages import unavailable_on_outage
 from app.keys.service import Principal
 
 GROUP_CREATE = "jobs.createTask"
 GROUP_QUERY = "jobs.recordInfo"
+# A counter update is one small round trip; past this, Redis is treated as away.
+_REDIS_TIMEOUT_S = 2.0
 
 
 class RateLimiter:
@@ -30,6 +33,11 @@ class RateLimiter:
                 f"async+{settings.redis_url}",
                 implementation="redispy",
                 key_prefix=f"{settings.redis_prefix}:limits",
+                # Every storage failure arrives as one StorageError, and a Redis that hangs
+                # instead of refusing fails the call in bounded time: both become a 503.
+                wrap_exceptions=True,
+                socket_connect_timeout=_REDIS_TIMEOUT_S,
+                socket_timeout=_REDIS_TIMEOUT_S,
             )
         else:
             self._storage = MemoryStorage()
@@ -46,11 +54,13 @@ class RateLimiter:
         return item, limits.window_seconds
 
     async def hit(self, principal: Principal, group: str) -> None:
-        """Count one call. Raises RateLimited with retryAfter, limit, tier, windowSeconds."""
+        """Count one call. Raises RateLimited with retryAfter, limit, tier, windowSeconds,
+        and ServiceUnavailable when the counters' storage (Redis) cannot be reached."""
         item, window = self._item(principal.tier, group)
-        if await self._limiter.hit(item, group, principal.key_id):
-            return
-        stats = await self._limiter.get_window_stats(item, group, principal.key_id)
+        with unavailable_on_outage():
+            if await self._limiter.hit(item, group, principal.key_id):
+                return
+            stats = await self._limiter.get_window_stats(item, group, principal.key_id)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
             "rate limit exceeded",
