@@ -20,7 +20,8 @@ from app.accounts.schemas import AccountRead
 from app.catalog.catalog import Catalog
 from app.core.config import Settings
 from app.jobs.schemas import EstimateRead, TaskCreated, TaskPage, TaskRead
-from mcp_server import tools
+from app.uploads.schemas import UploadRead
+from mcp_server import tools, uploads
 from mcp_server.arguments import media_properties, with_parameters
 
 MCP_PATH = "/api/mcp"
@@ -148,6 +149,15 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
             tools.get_account,
             {},
             AccountRead,
+        ),
+        ToolSpec(
+            "upload_image",
+            uploads.DESCRIPTION,
+            uploads.upload_image,
+            uploads.PROPERTIES,
+            UploadRead,
+            ("data",),
+            read_only=False,
         ),
     ]
 

@@ -76,13 +76,15 @@ def upload_from_base64(
     filename: object = None,
     max_bytes: int,
     field: str = "data",
+    content_type_field: str = "contentType",
 ) -> UploadSource:
     """Decode `data`: plain base64 or a `data:<type>;base64,` URL.
 
     `content_type` and `filename` are optional hints checked for shape only: the stored
-    type is always the decoded one. Raises InvalidInput naming the field, PayloadTooLarge.
+    type is always the decoded one. Errors name the fields as the transport calls them.
+    Raises InvalidInput naming the field, PayloadTooLarge.
     """
-    check_content_type(content_type, field="contentType")
+    check_content_type(content_type, field=content_type_field)
     check_filename(filename)
     if not isinstance(text, str):
         raise InvalidInput(f"{field} must be a base64 string", field=field)

@@ -21,6 +21,7 @@ TOOLS = {
     "cancel_task",
     "estimate_cost",
     "get_account",
+    "upload_image",
 }
 
 
