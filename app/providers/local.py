@@ -17,6 +17,7 @@ from app.core.config import Settings
 from app.media.sources import MediaSourceReader
 from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
 from app.providers.base import Completed, Failed, Outcome, Output, ProgressReporter, ProviderJob
+from app.providers.local_art import check_quality
 from app.providers.local_render import (
     render_image_to_image,
     render_text_to_image,
@@ -94,37 +95,61 @@ async def _ignore_progress(_progress: int) -> None:
 
 
 def _render(scene: str, params: Mapping[str, Any], sources: list[bytes]) -> Output:
-    """The CPU-bound part, run in a worker thread."""
-    prompt = str(params.get("prompt", ""))
-    fmt = str(params.get("output_format", "png"))
+    """The CPU-bound part, run in a worker thread.
+
+    Every input the price depends on (resolution, quality, scale, duration, generate_audio)
+    must change what is rendered; tests/providers/test_priced_inputs.py holds us to that.
+    """
     kind = scene.lower()
+    if "video" in kind:
+        return _render_video(params, sources)
+    fmt = str(params.get("output_format", "png"))
     if kind == "upscale":
         factor = 4 if int(params.get("scale", 2)) == 4 else 2
         data = upscale_image(sources[0], factor=factor, output_format=fmt)  # type: ignore[arg-type]
-        return Output(data, _CONTENT_TYPES[fmt])
-    if "video" in kind:
-        width, height = size_for(
-            str(params.get("aspect_ratio", "16:9")), params.get("resolution"), media="video"
-        )
-        source = sources[0] if sources else None
-        duration = float(params.get("duration", 5))
-        data = render_video(prompt, width=width, height=height, duration_s=duration, source=source)
-        return Output(data, "video/mp4")
+    else:
+        data = _render_still(params, sources, fmt)
+    return Output(data, _CONTENT_TYPES[fmt])
+
+
+def _render_video(params: Mapping[str, Any], sources: list[bytes]) -> Output:
+    width, height = size_for(
+        str(params.get("aspect_ratio", "16:9")), params.get("resolution"), media="video"
+    )
+    data = render_video(
+        str(params.get("prompt", "")),
+        width=width,
+        height=height,
+        duration_s=float(params.get("duration", 5)),
+        source=sources[0] if sources else None,
+        audio=params.get("generate_audio") is True,
+    )
+    return Output(data, "video/mp4")
+
+
+def _render_still(params: Mapping[str, Any], sources: list[bytes], fmt: str) -> bytes:
+    prompt = str(params.get("prompt", ""))
+    quality = check_quality(str(params.get("quality", "medium")))
     aspect_ratio = str(params.get("aspect_ratio", "1:1"))
     resolution = params.get("resolution")
-    if sources:
-        # "auto" without a resolution keeps the first input's size.
-        size: tuple[int | None, int | None] = (None, None)
-        if aspect_ratio != "auto" or resolution:
-            size = size_for(aspect_ratio, resolution, media="image")
-        data = render_image_to_image(
-            prompt,
-            sources,
-            width=size[0],
-            height=size[1],
-            output_format=fmt,  # type: ignore[arg-type]
-        )
-    else:
+    if not sources:
         width, height = size_for(aspect_ratio, resolution, media="image")
-        data = render_text_to_image(prompt, width=width, height=height, output_format=fmt)  # type: ignore[arg-type]
-    return Output(data, _CONTENT_TYPES[fmt])
+        return render_text_to_image(
+            prompt,
+            width=width,
+            height=height,
+            output_format=fmt,  # type: ignore[arg-type]
+            quality=quality,
+        )
+    # "auto" without a resolution keeps the first input's size.
+    size: tuple[int | None, int | None] = (None, None)
+    if aspect_ratio != "auto" or resolution:
+        size = size_for(aspect_ratio, resolution, media="image")
+    return render_image_to_image(
+        prompt,
+        sources,
+        width=size[0],
+        height=size[1],
+        output_format=fmt,  # type: ignore[arg-type]
+        quality=quality,
+    )

@@ -2,26 +2,37 @@
 
 Everything here is pure and synchronous: bytes in, bytes out, no network and no model.
 Output is derived from a hash of the prompt so the same request always renders the same
-file. Video rendering and container probing live in `app.providers.local_video`, which
-reuses the drawing helpers below.
+file. The prompt-seeded drawing lives in `app.providers.local_art`; video rendering and
+container probing in `app.providers.local_video`.
+
+`quality` is honoured twice, as the price says it should be: in what is drawn (see
+`local_art`; for edits, a soft draft at low and a sharpened result at high) and in how it
+is stored (palette PNG and stronger JPEG/WebP compression at low, 4:4:4 JPEG at high).
 """
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
 import io
-import math
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from app.providers.local_art import (
+    RGB,
+    Quality,
+    check_quality,
+    draw_texture,
+    make_caption,
+    prompt_backdrop,
+    prompt_palette,
+    prompt_rng,
+)
 
 ImageFormat = Literal["png", "jpeg", "webp"]
-RGB = tuple[int, int, int]
 
 MIN_SIDE = 16
 MAX_SIDE = 8192
@@ -41,6 +52,8 @@ class MediaInfo:
     height: int
     duration_s: float | None
     format: str
+    # Whether a video carries a sound track; always False for still images.
+    has_audio: bool = False
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -115,153 +128,6 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(value / multiple + 0.5) * multiple)
 
 
-# ------------------------------------------------------------------ shared drawing
-
-
-def prompt_rng(prompt: str, salt: str = "") -> random.Random:
-    """A PRNG seeded from the prompt's SHA-256, stable across processes and Python versions."""
-    digest = hashlib.sha256(f"{salt}\x00{prompt}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))  # noqa: S311 - art, not secrets
-
-
-def prompt_palette(rng: random.Random, count: int = 5) -> list[RGB]:
-    """`count` harmonious colours around a random base hue; never raises."""
-    base = rng.random()
-    colours: list[RGB] = []
-    for i in range(count):
-        hue = (base + i * rng.uniform(0.06, 0.22)) % 1.0
-        sat = rng.uniform(0.45, 0.9)
-        val = rng.uniform(0.35, 0.95)
-        r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-        colours.append((int(r * 255), int(g * 255), int(b * 255)))
-    return colours
-
-
-def prompt_backdrop(prompt: str, width: int, height: int) -> Image.Image:
-    """An RGB gradient with translucent shapes laid out from the prompt's hash; never raises."""
-    rng = prompt_rng(prompt, "backdrop")
-    palette = prompt_palette(rng)
-    corners = Image.new("RGB", (2, 2))
-    corners.putdata(palette[:4])
-    # Bilinear upsampling of a 2x2 image is a four-corner gradient at almost no cost.
-    image = corners.resize((width, height), Image.Resampling.BILINEAR).convert("RGBA")
-    overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    unit = min(width, height)
-    for _ in range(rng.randint(6, 12)):
-        colour = (*rng.choice(palette), rng.randint(60, 170))
-        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        radius = unit * rng.uniform(0.08, 0.35)
-        box = (cx - radius, cy - radius, cx + radius, cy + radius)
-        kind = rng.choice(("ellipse", "rect", "triangle", "ring"))
-        if kind == "ellipse":
-            draw.ellipse(box, fill=colour)
-        elif kind == "rect":
-            draw.rounded_rectangle(box, radius=radius * 0.2, fill=colour)
-        elif kind == "triangle":
-            turn = rng.uniform(0, 2 * math.pi)
-            points = [
-                (cx + radius * math.cos(turn + k * 2 * math.pi / 3),
-                 cy + radius * math.sin(turn + k * 2 * math.pi / 3))
-                for k in range(3)
-            ]  # fmt: skip
-            draw.polygon(points, fill=colour)
-        else:
-            draw.ellipse(box, outline=colour, width=max(2, int(radius * 0.15)))
-    return Image.alpha_composite(image, overlay).convert("RGB")
-
-
-@dataclass(frozen=True)
-class Caption:
-    """A pre-rendered prompt caption: panel and text masks pasted at `origin`."""
-
-    origin: tuple[int, int]
-    panel: Image.Image
-    text: Image.Image
-
-    def apply(self, image: Image.Image) -> None:
-        """Paint the caption onto an RGB image in place; never raises for RGB inputs."""
-        # Two solid-colour mask pastes are cheaper per video frame than an RGBA composite.
-        image.paste((0, 0, 0), self.origin, self.panel)
-        image.paste((255, 255, 255), self.origin, self.text)
-
-
-def make_caption(prompt: str, width: int, height: int) -> Caption | None:
-    """Word-wrapped prompt on a dark panel sized for the image; None when it cannot fit."""
-    # Four lines at the smallest size never show more than this; the cap bounds the work.
-    text = " ".join(prompt.split())[:600]
-    if not text:
-        return None
-    max_size = max(10, round(min(width, height) / 18))
-    min_size = max(10, round(max_size * 0.55))
-    text_width = width * 0.84
-    for size in range(max_size, min_size - 1, -max(1, (max_size - min_size) // 6)):
-        font = _font(size)
-        ascent, descent = font.getmetrics()
-        line_height = round((ascent + descent) * 1.15)
-        max_lines = min(4, int(height * 0.36 // line_height))
-        if max_lines < 1:
-            return None
-        lines = _wrap(text, font, text_width)
-        if len(lines) <= max_lines or size == min_size:
-            break
-    lines = _truncate(lines, max_lines, font, text_width)
-    pad = round(line_height * 0.5)
-    panel_w = round(max(font.getlength(line) for line in lines)) + 2 * pad
-    panel_h = line_height * len(lines) + 2 * pad
-    origin = ((width - panel_w) // 2, height - panel_h - round(min(width, height) * 0.04))
-    panel = Image.new("L", (panel_w, panel_h), 0)
-    ImageDraw.Draw(panel).rounded_rectangle((0, 0, panel_w - 1, panel_h - 1), radius=pad, fill=165)
-    mask = Image.new("L", (panel_w, panel_h), 0)
-    draw = ImageDraw.Draw(mask)
-    for i, line in enumerate(lines):
-        x = (panel_w - font.getlength(line)) / 2
-        draw.text((x, pad + i * line_height), line, font=font, fill=255)
-    return Caption(origin=origin, panel=panel, text=mask)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    font = ImageFont.load_default(size=size)
-    if not isinstance(font, ImageFont.FreeTypeFont):
-        raise RuntimeError("Pillow was built without FreeType, which captions need")
-    return font
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str]:
-    lines: list[str] = []
-    current = ""
-    for word in text.split(" "):
-        candidate = f"{current} {word}" if current else word
-        if font.getlength(candidate) <= max_width:
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        # A single over-long token (URL, CJK run) is hard-split so it never overflows.
-        while len(word) > 1 and (length := font.getlength(word)) > max_width:
-            # Start from a proportional guess so long tokens cost a few measurements, not O(n²).
-            cut = max(1, int(len(word) * max_width / length))
-            while cut > 1 and font.getlength(word[:cut]) > max_width:
-                cut -= 1
-            lines.append(word[:cut])
-            word = word[cut:]
-        current = word
-    if current:
-        lines.append(current)
-    return lines
-
-
-def _truncate(
-    lines: list[str], max_lines: int, font: ImageFont.FreeTypeFont, max_width: float
-) -> list[str]:
-    if len(lines) <= max_lines:
-        return lines
-    last = lines[max_lines - 1]
-    while last and font.getlength(last + "…") > max_width:
-        last = last[:-1]
-    return [*lines[: max_lines - 1], last.rstrip() + "…"]
-
-
 def decode_image(data: bytes, *, keep_alpha: bool = False) -> Image.Image:
     """Decode, EXIF-orient and load image bytes; ValueError "input image could not be decoded"."""
     try:
@@ -284,17 +150,50 @@ def decode_image(data: bytes, *, keep_alpha: bool = False) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
 
 
-def encode_image(image: Image.Image, output_format: ImageFormat) -> bytes:
-    """Encode to PNG/JPEG/WebP bytes deterministically; ValueError on an unknown format."""
+# Encoder settings per quality. Low PNGs are cut to a 64-colour palette, undithered, so they
+# are small and show banding in gradients, as a cheap render would.
+_JPEG: dict[Quality, dict[str, Any]] = {
+    "low": {"quality": 60},
+    "medium": {"quality": 90},
+    "high": {"quality": 95, "subsampling": 0},
+}
+_WEBP_QUALITY: dict[Quality, int] = {"low": 60, "medium": 90, "high": 96}
+_LOW_PNG_COLOURS = 64
+
+
+def encode_image(
+    image: Image.Image, output_format: ImageFormat, *, quality: Quality = "medium"
+) -> bytes:
+    """Encode to PNG/JPEG/WebP bytes deterministically; ValueError on unknown format/quality."""
     fmt = _check_format(output_format)
+    quality = check_quality(quality)
     buf = io.BytesIO()
     if fmt == "jpeg":
-        image.convert("RGB").save(buf, "JPEG", quality=90)
+        image.convert("RGB").save(buf, "JPEG", **_JPEG[quality])
     elif fmt == "webp":
-        image.save(buf, "WEBP", quality=90, method=4)
+        image.save(buf, "WEBP", quality=_WEBP_QUALITY[quality], method=4)
     else:
+        if quality == "low":
+            image = _reduce_palette(image)
         image.save(buf, "PNG", compress_level=6)
     return buf.getvalue()
+
+
+def _reduce_palette(image: Image.Image) -> Image.Image:
+    # Median cut picks the best palette for gradients but is slow on 4K; choosing it from a
+    # copy of at most ~256k pixels and mapping the full image onto it is 8x faster.
+    if image.mode == "RGBA":
+        # Only fast octree keeps an alpha channel.
+        return image.quantize(
+            _LOW_PNG_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+        )
+    rgb = image.convert("RGB")
+    step = max(1, int((rgb.width * rgb.height / 262_144) ** 0.5))
+    sample = rgb.reduce(step) if step > 1 else rgb
+    palette = sample.quantize(
+        _LOW_PNG_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    return rgb.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 def _check_format(output_format: str) -> ImageFormat:
@@ -310,16 +209,24 @@ def _check_format(output_format: str) -> ImageFormat:
 
 
 def render_text_to_image(
-    prompt: str, *, width: int, height: int, output_format: ImageFormat
+    prompt: str,
+    *,
+    width: int,
+    height: int,
+    output_format: ImageFormat,
+    quality: Quality = "medium",
 ) -> bytes:
-    """Deterministic prompt-derived art with the prompt captioned; ValueError on bad size/format."""
+    """Deterministic prompt-derived art with the prompt captioned.
+
+    ValueError on a bad size, format or quality.
+    """
     _check_size(width, height)
     _check_format(output_format)
-    image = prompt_backdrop(prompt, width, height)
+    image = prompt_backdrop(prompt, width, height, quality=check_quality(quality))
     caption = make_caption(prompt, width, height)
     if caption is not None:
         caption.apply(image)
-    return encode_image(image, output_format)
+    return encode_image(image, output_format, quality=quality)
 
 
 def render_image_to_image(
@@ -329,9 +236,14 @@ def render_image_to_image(
     width: int | None,
     height: int | None,
     output_format: ImageFormat,
+    quality: Quality = "medium",
 ) -> bytes:
-    """Blend, grade and stylise the sources per the prompt; ValueError on bad input/size/format."""
+    """Blend, grade and stylise the sources per the prompt.
+
+    ValueError on a bad input image, size, format or quality.
+    """
     _check_format(output_format)
+    check_quality(quality)
     if not sources:
         raise ValueError("at least one input image is required")
     images = [decode_image(data) for data in sources]
@@ -349,10 +261,23 @@ def render_image_to_image(
     canvas = Image.blend(canvas, tint, rng.uniform(0.3, 0.45))
     canvas = ImageEnhance.Contrast(canvas).enhance(rng.uniform(1.05, 1.25))
     canvas = _stylise(canvas, rng)
+    canvas = _finish(canvas, quality, prompt, palette)
     caption = make_caption(prompt, *size)
     if caption is not None:
         caption.apply(canvas)
-    return encode_image(canvas, output_format)
+    return encode_image(canvas, output_format, quality=quality)
+
+
+def _finish(image: Image.Image, quality: Quality, prompt: str, palette: list[RGB]) -> Image.Image:
+    if quality == "low" and min(image.size) >= 2:
+        # Rendered at half size and scaled back up: fine detail is gone, as in a quick draft.
+        return image.reduce(2).resize(image.size, Image.Resampling.BILINEAR)
+    if quality == "high":
+        # Crisper edges and the same fine texture a high text-to-image render carries.
+        sharp = image.filter(ImageFilter.UnsharpMask(radius=2, percent=120, threshold=1))
+        draw_texture(sharp, prompt, palette)
+        return sharp
+    return image
 
 
 def _stylise(image: Image.Image, rng: random.Random) -> Image.Image:

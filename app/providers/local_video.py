@@ -1,27 +1,29 @@
 """Offline H.264 video for the `local` provider: a prompt-seeded animation or an image push-in.
 
 Pure and synchronous like `app.providers.local_render`, whose backdrop, caption and decoding
-helpers it shares so stills and clips from one prompt look related.
+helpers it shares so stills and clips from one prompt look related. A soundtrack, when asked
+for, comes from `app.providers.local_audio` and is muxed as AAC beside the H.264 stream.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from array import array
 from collections.abc import Iterator
 
 import av
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from app.providers.local_render import (
+from app.providers.local_art import (
     Caption,
-    MediaInfo,
-    decode_image,
     make_caption,
     prompt_backdrop,
     prompt_palette,
     prompt_rng,
 )
+from app.providers.local_audio import SAMPLE_RATE, synthesize_soundtrack
+from app.providers.local_render import MediaInfo, decode_image
 
 MIN_VIDEO_SIDE = 16
 MAX_VIDEO_SIDE = 4096
@@ -39,8 +41,13 @@ def render_video(
     duration_s: float,
     fps: int = 24,
     source: bytes | None = None,
+    audio: bool = False,
 ) -> bytes:
-    """H.264 MP4 of that size and duration, pushing in on `source`; ValueError on bad input."""
+    """H.264 MP4 of that size and duration, pushing in on `source`; ValueError on bad input.
+
+    With `audio`, the file also carries an AAC track of a prompt-seeded tune lasting exactly
+    as long as the video; without it the file has no audio stream at all.
+    """
     _check_video_args(width, height, duration_s, fps)
     frame_count = max(1, round(duration_s * fps))
     frames = (
@@ -48,7 +55,9 @@ def render_video(
         if source is not None
         else _animated_frames(prompt, width, height, frame_count, fps)
     )
-    return _encode_mp4(frames, width, height, fps, make_caption(prompt, width, height))
+    # The track covers the frames as shown (frame_count / fps), which is what players report.
+    soundtrack = synthesize_soundtrack(prompt, frame_count / fps) if audio else None
+    return _encode_mp4(frames, width, height, fps, make_caption(prompt, width, height), soundtrack)
 
 
 def _check_video_args(width: int, height: int, duration_s: float, fps: int) -> None:
@@ -130,7 +139,12 @@ def _push_in_frames(
 
 
 def _encode_mp4(
-    frames: Iterator[Image.Image], width: int, height: int, fps: int, caption: Caption | None
+    frames: Iterator[Image.Image],
+    width: int,
+    height: int,
+    fps: int,
+    caption: Caption | None,
+    soundtrack: array[float] | None,
 ) -> bytes:
     buffer = io.BytesIO()
     # No "+faststart": FFmpeg implements it by reopening the output file, which a BytesIO
@@ -140,6 +154,11 @@ def _encode_mp4(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # ultrafast keeps 5 s of 720p to about a second on two cores; crf 23 is x264's default.
         stream.options = {"preset": "ultrafast", "crf": "23"}
+        # Every stream must exist before the first packet is muxed (that writes the header).
+        audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if soundtrack else None
+        if audio is not None and soundtrack is not None:
+            container.mux(audio.encode(_audio_frame(soundtrack)))
+            container.mux(audio.encode(None))
         for index, image in enumerate(frames):
             if caption is not None:
                 caption.apply(image)
@@ -148,6 +167,17 @@ def _encode_mp4(
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+def _audio_frame(soundtrack: array[float]) -> av.AudioFrame:
+    # One frame for the whole clip: PyAV cuts it into the encoder's 1024-sample frames and the
+    # muxer interleaves the packets with the video's by timestamp. The MP4 edit list hides
+    # the encoder's priming and padding, so the track lasts exactly len(soundtrack) samples.
+    frame = av.AudioFrame(format="flt", layout="mono", samples=len(soundtrack))
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = 0
+    frame.planes[0].update(soundtrack.tobytes())
+    return frame
 
 
 def probe_video(data: bytes) -> MediaInfo:
@@ -168,6 +198,7 @@ def probe_video(data: bytes) -> MediaInfo:
                 height=stream.codec_context.height,
                 duration_s=duration,
                 format=fmt,
+                has_audio=bool(container.streams.audio),
             )
     except (av.FFmpegError, OSError) as exc:
         raise ValueError("media could not be decoded") from exc

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import io
+from array import array
 from typing import Literal
 
 import av
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops, ImageFilter, ImageStat, JpegImagePlugin
 
+from app.providers.local_art import Quality
+from app.providers.local_audio import SAMPLE_RATE, synthesize_soundtrack
 from app.providers.local_render import (
     ImageFormat,
     probe_media,
@@ -292,3 +295,171 @@ def test_video_rejects_bad_arguments(width: int, height: int, duration_s: float,
 def test_probe_media_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="could not be decoded"):
         probe_media(b"definitely not media")
+
+
+# --------------------------------------------------------------------------- quality
+
+QUALITIES: tuple[Quality, ...] = ("low", "medium", "high")
+
+
+def _edge_energy(image: Image.Image) -> float:
+    return ImageStat.Stat(image.convert("L").filter(ImageFilter.FIND_EDGES)).mean[0]
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg", "webp"])
+def test_text_to_image_quality_levels_differ_in_detail_and_compression(
+    output_format: ImageFormat,
+) -> None:
+    files = [
+        render_text_to_image(
+            "a lighthouse at dusk", width=512, height=384, output_format=output_format, quality=q
+        )
+        for q in QUALITIES
+    ]
+    low, medium, high = (_open(data) for data in files)
+    assert low.size == medium.size == high.size == (512, 384)
+    assert len(files[0]) < len(files[1]) < len(files[2])
+    assert _mean_difference(low, medium) > 1 and _mean_difference(medium, high) > 1
+    # High adds small shapes and a fine texture on top of what medium draws.
+    assert _edge_energy(high) > 1.5 * _edge_energy(medium)
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg", "webp"])
+def test_image_to_image_quality_levels_differ_in_detail_and_compression(
+    output_format: ImageFormat,
+) -> None:
+    source = render_text_to_image("mountains", width=400, height=300, output_format="jpeg")
+    files = [
+        render_image_to_image(
+            "noir", [source], width=320, height=240, output_format=output_format, quality=q
+        )
+        for q in QUALITIES
+    ]
+    low, medium, high = (_open(data) for data in files)
+    assert len(files[0]) < len(files[1]) < len(files[2])
+    assert _mean_difference(low, medium) > 1 and _mean_difference(medium, high) > 1
+    assert _edge_energy(low) < _edge_energy(medium) < _edge_energy(high)
+
+
+def test_low_quality_png_is_a_small_palette_image() -> None:
+    data = render_text_to_image(
+        "a red fox", width=256, height=256, output_format="png", quality="low"
+    )
+    image = _open(data)
+    assert image.mode == "P"
+    assert len(image.convert("RGB").getcolors(256 * 256) or ()) <= 64
+
+
+def test_high_quality_jpeg_keeps_full_colour_resolution() -> None:
+    data = render_text_to_image(
+        "a red fox", width=256, height=256, output_format="jpeg", quality="high"
+    )
+    image = _open(data)
+    assert isinstance(image, JpegImagePlugin.JpegImageFile)
+    assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4, no colour subsampling
+    medium = _open(render_text_to_image("a red fox", width=256, height=256, output_format="jpeg"))
+    assert isinstance(medium, JpegImagePlugin.JpegImageFile)
+    assert JpegImagePlugin.get_sampling(medium) == 2  # 4:2:0
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_every_quality_is_deterministic(quality: Quality) -> None:
+    renders = {
+        render_text_to_image("a fox", width=320, height=240, output_format="png", quality=quality)
+        for _ in range(2)
+    }
+    assert len(renders) == 1
+
+
+def test_high_quality_at_4k_stays_within_limits() -> None:
+    data = render_text_to_image(
+        "big", width=4096, height=2304, output_format="jpeg", quality="high"
+    )
+    assert _open(data).size == (4096, 2304)
+
+
+def test_unknown_quality_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown quality 'ultra'"):
+        render_text_to_image("x", width=64, height=64, output_format="png", quality="ultra")  # type: ignore[arg-type]
+    source = render_text_to_image("x", width=64, height=64, output_format="png")
+    with pytest.raises(ValueError, match="unknown quality"):
+        render_image_to_image(
+            "x",
+            [source],
+            width=None,
+            height=None,
+            output_format="png",
+            quality="best",  # type: ignore[arg-type]
+        )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _audio_track(data: bytes) -> tuple[str, int, float, array[float]] | None:
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        assert stream.duration is not None and stream.time_base is not None
+        samples = array("f")
+        for frame in container.decode(stream):
+            samples.frombytes(bytes(frame.planes[0])[: 4 * frame.samples])
+        return (
+            stream.codec_context.name,
+            stream.codec_context.sample_rate,
+            float(stream.duration * stream.time_base),
+            samples,
+        )
+
+
+def test_video_has_no_audio_stream_unless_asked() -> None:
+    data = render_video("quiet", width=320, height=180, duration_s=1.0)
+    assert _audio_track(data) is None
+    assert probe_media(data).has_audio is False
+
+
+@pytest.mark.parametrize("duration_s", [1.0, 2.5])
+def test_video_audio_is_aac_lasting_as_long_as_the_video(duration_s: float) -> None:
+    data = render_video("sea shanty", width=320, height=180, duration_s=duration_s, audio=True)
+    info = probe_media(data)
+    assert info.has_audio is True
+    assert info.duration_s == pytest.approx(duration_s, abs=1 / 24)
+    track = _audio_track(data)
+    assert track is not None
+    codec, sample_rate, seconds, samples = track
+    assert (codec, sample_rate) == ("aac", 48_000)
+    assert seconds == pytest.approx(duration_s, abs=0.01)
+    rms = (sum(s * s for s in samples) / len(samples)) ** 0.5
+    assert 0.05 < rms < 0.9
+    _, _, frames = _decode_video(data)
+    assert len(frames) == round(duration_s * 24)
+
+
+def test_video_from_an_image_can_have_audio() -> None:
+    source = render_text_to_image("a castle", width=200, height=150, output_format="png")
+    data = render_video("push", width=160, height=120, duration_s=1.0, source=source, audio=True)
+    assert probe_media(data).has_audio is True
+
+
+def test_soundtrack_is_deterministic_exact_in_length_and_follows_the_prompt() -> None:
+    first = synthesize_soundtrack("a calm harbour", 2.0)
+    assert first == synthesize_soundtrack("a calm harbour", 2.0)
+    assert len(first) == 2 * SAMPLE_RATE
+    assert max(abs(s) for s in first) <= 1.0
+    # Starts and ends at silence, so playback does not click.
+    assert abs(first[0]) < 1e-6 and abs(first[-1]) < 1e-6
+    other = synthesize_soundtrack("a storm at sea", 2.0)
+    assert first != other
+    assert first[: SAMPLE_RATE // 2] != synthesize_soundtrack("a storm at sea", 0.5)
+
+
+def test_soundtrack_refuses_bad_lengths() -> None:
+    for duration in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="duration"):
+            synthesize_soundtrack("x", duration)
+
+
+def test_video_audio_is_deterministic() -> None:
+    first = render_video("bells", width=160, height=90, duration_s=1.0, audio=True)
+    assert first == render_video("bells", width=160, height=90, duration_s=1.0, audio=True)
