@@ -1,0 +1,117 @@
+"""Outage tests: the app talks to PostgreSQL and Redis through a FaultProxy the test cuts.
+
+A database outage needs a database server, so these tests always use PostgreSQL: the
+suite's own database on the PostgreSQL run, and on the SQLite run a database of their own
+on the local server (GENGATE_FAULTS_POSTGRES_URL names the server; the run's CI starts one).
+Redis is the suite's Redis, or the local one on the SQLite run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import create_engine, make_url, text
+
+from app.core.config import Settings
+from app.db.migrate import sync_url, upgrade_database
+from app.runtime import Runtime
+from tests.support.apps import running_app
+from tests.support.backends import ON_POSTGRES, TEST_REDIS_URL, async_url, fresh_database
+from tests.support.faultproxy import FaultProxy
+
+# Every test here is bounded: an outage that makes something hang must fail the test.
+pytestmark = pytest.mark.timeout(90)
+
+_SERVER_URL = os.environ.get("GENGATE_FAULTS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+_REDIS_URL = TEST_REDIS_URL or os.environ.get(
+    "GENGATE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(template_database_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database: the suite's on the PostgreSQL run, else our own."""
+    if ON_POSTGRES:
+        yield template_database_url
+        return
+    name = f"gengate_faults_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        sync_url(async_url(f"{_SERVER_URL}/postgres")), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = async_url(f"{_SERVER_URL}/{name}")
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _through(url: str, proxy: FaultProxy) -> str:
+    return (
+        make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture
+async def db_proxy(postgres_template: str, tmp_path: Path) -> AsyncIterator[FaultProxy]:
+    url = make_url(fresh_database(postgres_template, tmp_path))
+    proxy = FaultProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[FaultProxy]:
+    url = make_url(_REDIS_URL)
+    proxy = FaultProxy(url.host or "127.0.0.1", url.port or 6379)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+def database_url(postgres_template: str, db_proxy: FaultProxy) -> str:
+    """Overrides the suite's: the app reaches its database only through the proxy."""
+    return _through(postgres_template, db_proxy)
+
+
+@pytest.fixture
+def fault_settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The suite's settings, with a long enough lease that only the outage is at play."""
+    for name, value in {**settings_env, "GENGATE_LEASE_SECONDS": "30"}.items():
+        monkeypatch.setenv(name, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def faulty(fault_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with running_app(fault_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def redis_faulty(
+    settings_env: dict[str, str], redis_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    redis_url = make_url(_REDIS_URL).set(host="127.0.0.1", port=redis_proxy.port)
+    env = {**settings_env, "GENGATE_REDIS_URL": redis_url.render_as_string(hide_password=False)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    async with running_app(Settings(_env_file=None)) as running:  # type: ignore[call-arg]
+        yield running
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
