@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, catalog)
     for router in (
         health.router,
         account.router,

@@ -40,8 +40,11 @@ class McpGateway:
         request = Request(scope, receive)
         runtime: Runtime = request.app.state.runtime
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
-        if request.method == "GET" and not wants_sse:
-            await JSONResponse(await self._describe())(scope, receive, send)
+        if request.method == "GET":
+            # A stateless server sends nothing unprompted, so it offers no SSE stream: the
+            # transport specification's answer to such a GET is 405.
+            response = _refuse_stream() if wants_sse else JSONResponse(await self._describe())
+            await response(scope, receive, send)
             return
         authorization = request.headers.get("authorization")
         try:
@@ -69,6 +72,13 @@ class McpGateway:
             request_id=request.headers.get("x-request-id"),
             base_url=base_url_of(runtime, str(request.base_url)),
         )
+        if request.method == "POST":
+            body = await request.body()
+            problem = _jsonrpc_problem(body)
+            if problem is not None:
+                await problem(scope, receive, send)
+                return
+            receive = _replaying(body, receive)
         if wants_sse:
             manager = self._surface.sse_manager
         else:
@@ -105,6 +115,49 @@ async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
             principal = await runtime.keys.authenticate(session, token=token)
             await session.commit()
     return principal
+
+
+def _refuse_stream() -> JSONResponse:
+    return JSONResponse(
+        {"error": "this MCP server is stateless and offers no event stream; POST requests"},
+        status_code=405,
+        headers={"Allow": "GET, POST"},
+    )
+
+
+def _jsonrpc_problem(body: bytes) -> JSONResponse | None:
+    """A short JSON-RPC error for what the SDK would answer at length or not at all: bodies
+    that are not JSON, batches (not part of MCP since 2025-06-18) and null ids."""
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        return _jsonrpc_error(-32700, f"parse error: the body is not valid JSON ({exc})")
+    if isinstance(message, list):
+        return _jsonrpc_error(-32600, "invalid request: batches are not supported")
+    if not isinstance(message, dict):
+        return _jsonrpc_error(-32600, "invalid request: expected a JSON-RPC object")
+    if "id" in message and message["id"] is None:
+        return _jsonrpc_error(-32600, "invalid request: id must be a string or a number")
+    return None
+
+
+def _jsonrpc_error(code: int, message: str) -> JSONResponse:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=400)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` for an app downstream, once the body has been read here."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _accepting_json(scope: Scope) -> Scope:

@@ -19,10 +19,12 @@ from app import __version__
 from app.accounts.schemas import AccountRead
 from app.catalog.catalog import Catalog
 from app.core.config import Settings
+from app.core.names import unknown_field
 from app.jobs.schemas import EstimateRead, TaskCreated, TaskPage, TaskRead
 from app.uploads.schemas import UploadRead
-from mcp_server import tools, uploads
+from mcp_server import results, tools, uploads
 from mcp_server.arguments import media_properties, with_parameters
+from mcp_server.context import SENT_ARGUMENTS
 
 MCP_PATH = "/api/mcp"
 _TASK_ID = {"type": "string", "description": "The taskId from generate_image or generate_video"}
@@ -162,6 +164,22 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
     ]
 
 
+class _SentArgumentsTool(Tool):
+    """A tool that refuses arguments it does not declare and keeps the arguments as sent
+    for the call (see context.SENT_ARGUMENTS)."""
+
+    async def run(self, arguments: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        declared = self.parameters.get("properties", {})
+        unknown = sorted(str(name) for name in arguments if name not in declared)
+        if unknown:
+            return results.failure(unknown_field(unknown[0], declared, what="argument"))
+        token = SENT_ARGUMENTS.set(arguments)
+        try:
+            return await super().run(arguments, *args, **kwargs)
+        finally:
+            SENT_ARGUMENTS.reset(token)
+
+
 def _tool(spec: ToolSpec) -> Tool:
     async def bound(ctx: tools.Ctx, **arguments: Any) -> CallToolResult:
         result: CallToolResult = await spec.fn(ctx, **arguments)
@@ -182,7 +200,8 @@ def _tool(spec: ToolSpec) -> Tool:
     parameters = copy.deepcopy(tool.parameters)
     if spec.required:
         parameters["required"] = list(spec.required)
-    return tool.model_copy(update={"parameters": parameters})
+    fields = {name: getattr(tool, name) for name in Tool.model_fields}
+    return _SentArgumentsTool(**{**fields, "parameters": parameters})
 
 
 def _security(settings: Settings) -> TransportSecuritySettings:

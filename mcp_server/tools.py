@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.service import describe_account
 from app.catalog.schemas import ModelRead
 from app.core.errors import AppError, InvalidInput
+from app.core.text import check_text
 from app.jobs.schemas import TaskCreate, TaskCreated, TaskRead
-from app.jobs.service import cancel_task, create_task, estimate_task
+from app.jobs.service import cancel_task, check_request_id, create_task, estimate_task
 from app.jobs.views import describe_task, get_task, list_tasks, read_task, result_files
 from app.media.thumbnails import make_thumbnail
 from mcp_server import results
-from mcp_server.context import Caller, caller_of
+from mcp_server.context import Caller, caller_of, sent_arguments
 
 MAX_WAIT_SECONDS = 50
 _PROGRESS_SLICE_S = 0.5
@@ -73,9 +74,21 @@ def _flag(args: dict[str, Any], name: str) -> bool:
 
 def _string(args: dict[str, Any], name: str) -> str | None:
     value = args.get(name)
-    if value is not None and not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string", field=name)
-    return value
+    return check_text(value, field=name)
+
+
+def _create_arguments(caller: Caller) -> tuple[dict[str, Any], str | None]:
+    """The generation arguments as sent (unknown ones included: the service refuses them),
+    and the idempotency key: a `request_id` argument, else the X-Request-Id header."""
+    args = _present(sent_arguments())
+    request_id = args.pop("request_id", None)
+    if request_id is not None:
+        return args, check_request_id(request_id, field="request_id")
+    return args, caller.request_id
 
 
 async def list_models(ctx: Ctx, **arguments: Any) -> CallToolResult:
@@ -90,8 +103,7 @@ async def list_models(ctx: Ctx, **arguments: Any) -> CallToolResult:
 def _generate(media_type: Literal["image", "video"]) -> Callable[..., Any]:
     async def generate(ctx: Ctx, **arguments: Any) -> CallToolResult:
         async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-            args = _present(arguments)
-            request_id = args.pop("request_id", None) or caller.request_id
+            args, request_id = _create_arguments(caller)
             spec = TaskCreate.from_arguments(args, media_type=media_type)
             created = await create_task(
                 session,
@@ -113,8 +125,7 @@ generate_video = _generate("video")
 
 async def estimate_cost(ctx: Ctx, **arguments: Any) -> CallToolResult:
     async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-        args = _present(arguments)
-        args.pop("request_id", None)
+        args, _request_id = _create_arguments(caller)
         spec = TaskCreate.from_arguments(args)
         return await estimate_task(
             session, runtime=caller.runtime, principal=caller.principal, spec=spec
@@ -208,8 +219,10 @@ async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> lis
 
 async def list_tasks_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
     async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-        limit = arguments.get("limit") or 20
-        if isinstance(limit, bool) or not isinstance(limit, int):
+        limit = arguments.get("limit")
+        if limit is None:
+            limit = 20
+        elif isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
             raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
         return await list_tasks(
             session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.errors import AppError, AuthenticationFailed, RateLimited, ServiceUnavailable
 from app.core.outages import OUTAGE_SOURCES, is_outage
@@ -17,11 +19,19 @@ from app.core.outages import OUTAGE_SOURCES, is_outage
 log = logging.getLogger("gengate.api")
 
 
+class _ErrorJSONResponse(JSONResponse):
+    """ASCII-escaped JSON: an error may quote what the client sent, and a lone surrogate in
+    it must come back escaped rather than break the encoder (and the connection)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     status: int, payload: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = {"code": status, "msg": payload["error"], "data": payload}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _ErrorJSONResponse(body, status_code=status, headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -51,18 +61,52 @@ def rate_limit_headers(exc: RateLimited) -> dict[str, str]:
     }
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    field = _field_name(tuple(first.get("loc", ())))
-    reason = str(first.get("msg", "invalid value"))
-    return error_response(400, {"error": f"{field}: {reason}", "field": field, "reason": reason})
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    payload = _describe_invalid(first, request.headers.get("content-type"))
+    return error_response(400, payload)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _describe_invalid(error: Mapping[str, Any], content_type: str | None) -> dict[str, Any]:
+    """One validation error as the envelope's data: a sentence naming the field."""
+    kind, loc = str(error.get("type", "")), tuple(error.get("loc", ()))
+    if kind == "json_invalid":
+        position = loc[1] if len(loc) > 1 else 0
+        reason = str((error.get("ctx") or {}).get("error", "invalid JSON"))
+        message = f"request body is not valid JSON: {reason} at position {position}"
+        return {"error": message, "field": "body", "reason": reason, "position": position}
+    if loc == ("body",) and isinstance(error.get("input"), bytes | bytearray):
+        sent = content_type or "no Content-Type"
+        message = f"send the request body as JSON with Content-Type: application/json (got {sent})"
+        return {"error": message, "field": "body"}
+    if loc == ("body",) and kind in ("dict_type", "model_attributes_type"):
+        return {"error": "request body must be a JSON object", "field": "body"}
+    field = _field_name(loc)
+    if kind == "missing":
+        return {"error": f"{field} is required", "field": field}
+    reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return {"error": f"{field}: {reason}", "field": field, "reason": reason}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, {"error": message}, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
+    return error_response(exc.status_code, {"error": message}, headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _child = route.matches(request.scope)
+        if match != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,8 @@ from jsonschema.exceptions import SchemaError
 
 from app.catalog.pricing import PriceRule, parse_price_rule, price_of
 from app.core.errors import InvalidInput
+from app.core.names import unknown_field
+from app.core.text import NO_NUL_PATTERN, NOT_BLANK_PATTERN
 
 __all__ = [
     "MEDIA_TYPES",
@@ -102,6 +104,16 @@ class CatalogModel:
         return tuple(self.input_schema.get("required", ()))
 
     @property
+    def url_inputs(self) -> frozenset[str]:
+        """Canonical names of the inputs that carry URLs (one, or a list of them)."""
+        properties = self.input_schema["properties"]
+        return frozenset(
+            name
+            for name, schema in properties.items()
+            if "uri" in (schema.get("format"), (schema.get("items") or {}).get("format"))
+        )
+
+    @property
     def input_names(self) -> builtins.list[str]:
         """Every accepted input name, aliases included, sorted."""
         return sorted([*self.input_schema["properties"], *self.aliases])
@@ -119,12 +131,14 @@ class CatalogModel:
         for name, value in values.items():
             if name in properties:
                 values[name] = _coerce(value, properties[name])
+        sent = set(values)
         for name, schema in properties.items():
             if name not in values and "default" in schema:
                 values[name] = copy.deepcopy(schema["default"])
         error = self._first_error(values, sent_as)
         if error is not None:
             raise error
+        _agree_on_shape(values, sent, properties)
         return {name: values[name] for name in properties if name in values}
 
     def price(self, normalized: Mapping[str, Any]) -> int:
@@ -154,10 +168,7 @@ class CatalogModel:
         problems: builtins.list[tuple[tuple[str, int, str], InvalidInput]] = []
         for key in map(str, values):
             if key not in properties:
-                error = InvalidInput(
-                    f"unknown input field: {key}", field=key, allowed=self.input_names
-                )
-                problems.append(((key, -1, ""), error))
+                problems.append(((key, -1, ""), unknown_field(key, self.input_names)))
         known = {name: value for name, value in values.items() if name in properties}
         for found in self._validator.iter_errors(known):
             if found.validator in ("required", "additionalProperties") or not found.path:
@@ -168,7 +179,6 @@ class CatalogModel:
         if not problems:
             return None
         return min(problems, key=lambda problem: problem[0])[1]
-
 
 class Catalog:
     """The loaded models, in file order."""
@@ -310,6 +320,7 @@ def _parse_aliases(aliases: Any, inputs: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _build_schema(inputs: dict[str, Any], required: builtins.list[str]) -> dict[str, Any]:
+    inputs = {name: _text_rules(prop, name in required) for name, prop in inputs.items()}
     schema = {
         "$schema": _DIALECT,
         "type": "object",
@@ -332,6 +343,14 @@ def _build_schema(inputs: dict[str, Any], required: builtins.list[str]) -> dict[
     return schema
 
 
+def _text_rules(prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    """Say in a free-text input's schema what every request is held to anyway: no NUL
+    characters, and something besides blanks when the input is required."""
+    if prop.get("type") != "string" or {"pattern", "enum", "const", "format"} & set(prop):
+        return prop
+    return {**prop, "pattern": NOT_BLANK_PATTERN if required else NO_NUL_PATTERN}
+
+
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     """Lossless fixes for what clients commonly send: duration 5 for "5", scale 4.0 for 4."""
     kind, enum = schema.get("type"), schema.get("enum") or ()
@@ -342,6 +361,38 @@ def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     if kind == "integer" and isinstance(value, float) and whole:
         return int(value)
     return value
+
+
+_PIXELS = re.compile(r"^(\d+)x(\d+)$")
+_RATIO = re.compile(r"^(\d+):(\d+)$")
+
+
+def _agree_on_shape(values: dict[str, Any], sent: set[str], properties: Mapping[str, Any]) -> None:
+    """An explicit pixel `resolution` fixes the shape: a sent `aspect_ratio` must agree with
+    it, and a defaulted one is replaced by the resolution's own. Raises InvalidInput."""
+    pixels = _PIXELS.match(str(values.get("resolution", "")))
+    ratio = _RATIO.match(str(values.get("aspect_ratio", "")))
+    if pixels is None or ratio is None:
+        return
+    width, height = int(pixels[1]), int(pixels[2])
+    if width * int(ratio[2]) == height * int(ratio[1]):
+        return
+    if "aspect_ratio" in sent:
+        raise InvalidInput(
+            f"aspect_ratio {ratio[0]} contradicts resolution {pixels[0]}; "
+            "give one of them, or values that agree",
+            field="aspect_ratio",
+        )
+    allowed = properties.get("aspect_ratio", {}).get("enum") or ()
+    matching = [
+        choice
+        for choice in allowed
+        if (m := _RATIO.match(str(choice))) and width * int(m[2]) == height * int(m[1])
+    ]
+    if matching:
+        values["aspect_ratio"] = matching[0]
+    elif "auto" in allowed:
+        values["aspect_ratio"] = "auto"
 
 
 def _is_blank(value: Any) -> bool:

@@ -27,7 +27,7 @@ class TierLimits(BaseModel):
         gt=0,
         description=f"tasks in state waiting at once; {UNLIMITED_ACTIVE_TASKS} or more: no limit",
     )
-    window_seconds: int = Field(default=60, gt=0)
+    window_seconds: int = Field(default=60, gt=0, description="seconds in a rate-limit window")
 
 
 def _default_tiers() -> dict[str, TierLimits]:
@@ -43,43 +43,149 @@ class Settings(BaseSettings):
         env_prefix="GENGATE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    env: Literal["development", "production", "test"] = "development"
-    var_dir: Path = Path("var")
-    database_url: str | None = None
-    redis_url: str | None = None
-    # Namespaces every Redis key so several deployments (or test runs) can share one server.
-    redis_prefix: str = "gengate"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, gt=0, lt=65536)
-    media_root: Path | None = None
-    signing_secret: str | None = None
-    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
-    tiers: dict[str, TierLimits] = Field(default_factory=_default_tiers)
-    default_tier: str = "standard"
-    dev_credits: int = 10_000
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    db_pool_size: int = Field(default=20, gt=0)
-    # How long a process trusts a resolved API key before reading it again. Revocations reach
-    # every process at once through Redis; without Redis, other processes (the CLI, a second
-    # API process) are only bounded by this. None: 60 s with Redis, 5 s without.
-    key_cache_seconds: float | None = Field(default=None, ge=0)
+    # Every field has a description: README's configuration table is generated from them
+    # (app/core/settings_doc.py), and a test keeps the two in step.
+    env: Literal["development", "production", "test"] = Field(
+        default="development",
+        description="`development` (what `make run` uses) migrates the database and creates a "
+        "dev account and key on start; `production` refuses to start without a real "
+        "`GENGATE_SIGNING_SECRET`; `test` is for the test suite",
+    )
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="Where the embedded mode keeps its state: the SQLite database, media, the "
+        "generated signing secret and the dev API key",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="e.g. `postgresql://user@host:5432/gengate`; none: the SQLite file "
+        "`gengate.db` under `GENGATE_VAR_DIR`",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="e.g. `redis://127.0.0.1:6379/0`: rate limits, wake-ups and key "
+        "revocations shared by every process; none: kept inside each process",
+    )
+    redis_prefix: str = Field(
+        default="gengate",
+        description="Prefix of every Redis key and channel, so several deployments (or test "
+        "runs) can share one Redis",
+    )
+    host: str = Field(default="127.0.0.1", description="Where `gengate serve` listens")
+    port: int = Field(default=8000, gt=0, lt=65536, description="Where `gengate serve` listens")
+    media_root: Path | None = Field(
+        default=None,
+        description="Where result files are stored; none: `media` under `GENGATE_VAR_DIR`",
+    )
+    signing_secret: str | None = Field(
+        default=None,
+        description="Signs media URLs. Required in production; in development a random one "
+        "is generated into `GENGATE_VAR_DIR/signing-secret`",
+    )
+    allowed_hosts: list[str] = Field(
+        default=["127.0.0.1", "localhost", "[::1]"],
+        description="Host headers the MCP endpoint accepts (JSON list; against DNS "
+        "rebinding): add your public host name when serving beyond this machine",
+    )
+    tiers: dict[str, TierLimits] = Field(
+        default_factory=_default_tiers,
+        description="Rate-limit tiers, JSON `{name: limits}`: the defaults are in the tiers "
+        "table below",
+    )
+    default_tier: str = Field(
+        default="standard",
+        description="Tier of a key made by `gengate keys create` without `--tier`; also the "
+        "limits of a key whose tier is no longer in `GENGATE_TIERS`",
+    )
+    dev_credits: int = Field(
+        default=10_000,
+        description="Credits of the development account that the first `make run` creates",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the server and the workers"
+    )
+    db_pool_size: int = Field(
+        default=20,
+        gt=0,
+        description="Database connections per process (PostgreSQL); requests wait for a free one",
+    )
+    key_cache_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a process trusts a resolved API key before reading it again. "
+        "Revocations reach every process at once through Redis; without Redis, other "
+        "processes (the CLI, a second API process) are bounded only by this. none: 60 with "
+        "Redis, 5 without",
+    )
 
     # Jobs and workers
-    catalog_path: Path | None = None
-    workers_in_process: bool = True
-    worker_concurrency: int = Field(default=2, gt=0, le=64)
-    lease_seconds: float = Field(default=30.0, gt=0)
-    # The lease scan is the safety net; wake-ups make pickup immediate.
-    scan_interval_seconds: float = Field(default=1.0, gt=0)
-    max_attempts: int = Field(default=3, gt=0)
-    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    catalog_path: Path | None = Field(
+        default=None,
+        description="A model catalog to use instead of the packaged `app/catalog/models.toml`",
+    )
+    workers_in_process: bool = Field(
+        default=True,
+        description="Run workers inside the API process; `false` on the API replicas of a "
+        "scaled-out deployment, which then runs `gengate worker` processes",
+    )
+    worker_concurrency: int = Field(
+        default=2, gt=0, le=64, description="Tasks one process's workers run at once"
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a claimed task stays with a worker that stopped renewing it; "
+        "then another worker takes it over",
+    )
+    scan_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often workers look for due work; wake-ups make pickup immediate, the "
+        "scan is the safety net",
+    )
+    max_attempts: int = Field(
+        default=3,
+        gt=0,
+        description="Tries of a task whose provider is unavailable before it fails with "
+        "`provider_error` (and is refunded)",
+    )
+    retry_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Wait before retrying an unavailable provider; doubles with every attempt",
+    )
 
     # Media and outbound URLs
-    public_url: str | None = None
-    media_url_ttl_seconds: int = Field(default=3600, gt=0)
-    allow_private_urls: bool = False
-    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    fetch_timeout_seconds: float = Field(default=15.0, gt=0)
+    public_url: str | None = Field(
+        default=None,
+        description="Base of the signed media URLs, e.g. `https://gen.example.com`; none: the "
+        "request's own base URL",
+    )
+    media_url_ttl_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="How long a signed result URL stays valid; reading the task again mints "
+        "fresh ones",
+    )
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let input URLs and `callBackUrl` point at loopback, private and "
+        "link-local addresses: for trying gengate with local files, never in production",
+    )
+    fetch_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        gt=0,
+        description="Largest input file gengate downloads, in bytes (20 MiB)",
+    )
+    fetch_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Time limit for downloading one input file"
+    )
+    url_check_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a create may spend resolving its URLs' host names to refuse "
+        "private addresses up front; names not resolved in time are checked at fetch",
+    )
 
     # Uploads (POST /api/v1/files, MCP upload_image)
     upload_max_bytes: int = Field(
@@ -96,10 +202,18 @@ class Settings(BaseSettings):
         description="How long an upload is kept; its signed URL is valid until then",
     )
 
-    # The offline `local` provider: a fixed delay per task, and (for tests and demos)
-    # prompt directives such as [[fail:provider_error]] or [[delay:2000]].
-    local_delay_ms: int = Field(default=0, ge=0)
-    local_fault_injection: bool = False
+    # The offline `local` provider
+    local_delay_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Milliseconds the offline `local` provider waits per task (to watch a "
+        "task queue and generate)",
+    )
+    local_fault_injection: bool = Field(
+        default=False,
+        description="Honour the prompt directives `[[fail:provider_error]]` and "
+        "`[[delay:2000]]` in the `local` provider, for demos and tests",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -9,11 +9,12 @@ from pydantic import BaseModel, Field
 
 from app.core.errors import InvalidInput
 from app.core.schema import PublicModel
+from app.core.text import check_json_text
 from app.jobs.models import PublicState, Task, public_state
 
 _CALLBACK_FIELDS = ("callBackUrl", "callbackUrl")
 # Fields of a create request that are not model inputs.
-RESERVED_FIELDS = frozenset({"model", "input", "request_id", *_CALLBACK_FIELDS})
+RESERVED_FIELDS = frozenset({"model", "input", *_CALLBACK_FIELDS})
 
 
 class TaskCreate(BaseModel):
@@ -29,10 +30,11 @@ class TaskCreate(BaseModel):
     def from_arguments(
         cls, arguments: Mapping[str, Any], *, media_type: Literal["image", "video"] | None = None
     ) -> TaskCreate:
-        """Accept inputs inside `input`, directly beside `model`, or both.
+        """Accept inputs inside `input` or directly beside `model` (not the same one in both).
 
         Raises InvalidInput naming the field.
         """
+        check_json_text(arguments, field="")
         model = arguments.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidInput("model must be a string", field="model")
@@ -40,18 +42,33 @@ class TaskCreate(BaseModel):
         if nested is not None and not isinstance(nested, Mapping):
             raise InvalidInput("input must be an object", field="input")
         direct = {k: v for k, v in arguments.items() if k not in RESERVED_FIELDS}
-        callbacks = {arguments[f] for f in _CALLBACK_FIELDS if arguments.get(f)}
-        if len(callbacks) > 1:
-            raise InvalidInput("give callBackUrl or callbackUrl, not both", field="callBackUrl")
-        callback = callbacks.pop() if callbacks else None
-        if callback is not None and not isinstance(callback, str):
-            raise InvalidInput("callBackUrl must be a URL string", field="callBackUrl")
+        for name in direct:
+            if nested is not None and name in nested:
+                raise InvalidInput(
+                    f"{name} is given both inside input and beside model; pass it once",
+                    field=name,
+                )
         return cls(
             model=model,
             input={**(nested or {}), **direct},
-            callback_url=callback,
+            callback_url=_callback_of(arguments),
             media_type=media_type,
         )
+
+
+def _callback_of(arguments: Mapping[str, Any]) -> str | None:
+    given: dict[str, str] = {}
+    for name in _CALLBACK_FIELDS:
+        value = arguments.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a URL string", field=name)
+        if value:
+            given[name] = value
+    if len(set(given.values())) > 1:
+        raise InvalidInput("give callBackUrl or callbackUrl, not both", field="callBackUrl")
+    return next(iter(given.values()), None)
 
 
 class TaskCreated(PublicModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.accounts.models import Account
+from app.catalog.catalog import CatalogModel
 from app.core.config import UNLIMITED_ACTIVE_TASKS
 from app.core.errors import (
     Conflict,
@@ -28,6 +30,7 @@ from app.core.errors import (
     TooManyActiveTasks,
 )
 from app.core.ids import new_id, now_ms
+from app.core.text import check_text
 from app.credits.service import (
     UNCONDITIONAL_HOLD,
     debit_for_hold,
@@ -43,11 +46,19 @@ from app.jobs.views import get_task
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
-from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax
+from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax, check_url_target
 from app.runtime import Runtime
 
 REQUEST_ID_MAX = 200
-_URL_FIELDS = ("input_urls", "image_urls")
+
+
+def check_request_id(value: Any, *, field: str) -> str:
+    """An idempotency key: 1 to 200 characters of text. Raises InvalidInput naming `field`."""
+    if not isinstance(value, str) or not 0 < len(value) <= REQUEST_ID_MAX:
+        raise InvalidInput(
+            f"{field} must be a string of 1 to {REQUEST_ID_MAX} characters", field=field
+        )
+    return check_text(value, field=field)
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,8 @@ class _Priced:
     request_hash: str
 
 
-def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
-    """Validate against the catalog and price it. Raises InvalidInput."""
+async def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
+    """Validate against the catalog, check its URLs and price it. Raises InvalidInput."""
     model = runtime.catalog.get(spec.model)
     if spec.media_type is not None and model.media_type != spec.media_type:
         raise InvalidInput(
@@ -74,12 +85,7 @@ def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
             allowed=[m.id for m in runtime.catalog.list(spec.media_type)],
         )
     normalized = model.normalize(spec.input)
-    policy = UrlPolicy(allow_private=runtime.settings.allow_private_urls)
-    for name in _URL_FIELDS:
-        for url in normalized.get(name) or ():
-            _check_url(url, policy, field=name)
-    if spec.callback_url is not None:
-        _check_url(spec.callback_url, policy, field="callBackUrl")
+    await _check_urls(runtime, _urls_to_check(model, spec, normalized), spec.callback_url)
     canonical = json.dumps(
         {"model": model.id, "input": normalized, "callback": spec.callback_url},
         sort_keys=True,
@@ -93,11 +99,57 @@ def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
     )
 
 
-def _check_url(url: str, policy: UrlPolicy, *, field: str) -> None:
+def _urls_to_check(
+    model: CatalogModel, spec: TaskCreate, normalized: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """(field as the caller named it, URL) for every URL input of the request."""
+    found: list[tuple[str, str]] = []
+    for sent in spec.input:
+        name = model.aliases.get(sent, sent)
+        if name not in model.url_inputs:
+            continue
+        value = normalized.get(name)
+        urls = value if isinstance(value, list) else [value]
+        found += [(f"{sent}[{i}]", url) for i, url in enumerate(urls) if isinstance(url, str)]
+    return found
+
+
+async def _check_urls(
+    runtime: Runtime, inputs: list[tuple[str, str]], callback_url: str | None
+) -> None:
+    """Refuse now, for free, what the fetch or the delivery would refuse later: forbidden
+    addresses, literal or behind a name. Names that do not resolve in time are let through.
+    """
+    settings = runtime.settings
+    policy = UrlPolicy(allow_private=settings.allow_private_urls)
+    checks = [*inputs, *([("callBackUrl", callback_url)] if callback_url else [])]
+    for where, url in checks:
+        _refuse_as(where, check_url_syntax, url, policy)
+    if policy.allow_private or not checks:
+        return
+    results = await asyncio.gather(
+        *(
+            check_url_target(url, policy, timeout_s=settings.url_check_timeout_seconds)
+            for _where, url in checks
+        ),
+        return_exceptions=True,
+    )
+    for (where, _url), result in zip(checks, results, strict=True):
+        if isinstance(result, UrlRefused):
+            raise InvalidInput(f"{where} is not allowed: {result.reason}", field=_field(where))
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _refuse_as(where: str, check: Any, url: str, policy: UrlPolicy) -> None:
     try:
-        check_url_syntax(url, policy)
+        check(url, policy)
     except UrlRefused as exc:
-        raise InvalidInput(f"{field} is not allowed: {exc.reason}", field=field) from None
+        raise InvalidInput(f"{where} is not allowed: {exc.reason}", field=_field(where)) from None
+
+
+def _field(where: str) -> str:
+    return where.split("[", 1)[0]
 
 
 async def create_task(
@@ -115,11 +167,9 @@ async def create_task(
     """
     principal.require(Scope.TASKS_CREATE)
     await runtime.limiter.hit(principal, GROUP_CREATE)
-    if request_id is not None and not 0 < len(request_id) <= REQUEST_ID_MAX:
-        raise InvalidInput(
-            f"X-Request-Id must be 1 to {REQUEST_ID_MAX} characters", field="X-Request-Id"
-        )
-    priced = _price_request(runtime, spec)
+    if request_id is not None:
+        check_request_id(request_id, field="X-Request-Id")
+    priced = await _price_request(runtime, spec)
     values = _task_values(runtime, principal, spec, priced, request_id)
     # The debit comes first and locks the account row until commit: the creates of one
     # account queue there, so the statements after it (fresh snapshots under READ COMMITTED)
@@ -264,7 +314,7 @@ async def estimate_task(
     session: AsyncSession, *, runtime: Runtime, principal: Principal, spec: TaskCreate
 ) -> EstimateRead:
     """The price of a request, with the same validation as create; nothing is created."""
-    priced = _price_request(runtime, spec)
+    priced = await _price_request(runtime, spec)
     balance = await session.scalar(
         select(col(Account.balance)).where(col(Account.id) == principal.account_id)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +201,9 @@ _STATE_STATUSES = {
 }
 
 
+_TASK_ID = re.compile(r"task_[0-9a-f]{28}")
+
+
 async def list_tasks(
     session: AsyncSession,
     *,
@@ -213,6 +217,9 @@ async def list_tasks(
 ) -> TaskPage:
     """The calling key's tasks, newest first. Raises InvalidInput on a bad filter."""
     principal.require(Scope.TASKS_READ)
+    await runtime.limiter.hit(principal, GROUP_QUERY)
+    if cursor is not None and not _TASK_ID.fullmatch(cursor):
+        raise InvalidInput("cursor must be the nextCursor of a previous page", field="cursor")
     if state is not None and state not in _STATE_STATUSES:
         raise InvalidInput(
             "state must be one of waiting, success, fail",

@@ -1,12 +1,13 @@
 from pydantic import Field
 
 from app.core.schema import PublicModel
+from app.core.text import SafeText
 from app.keys.models import ApiKey
 from app.keys.scopes import Scope
 
 
 class ApiKeyCreate(PublicModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SafeText = Field(min_length=1, max_length=200)
     scopes: list[Scope] | None = Field(
         default=None, description="defaults to the calling key's scopes"
     )

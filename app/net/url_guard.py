@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -20,9 +22,12 @@ __all__ = [
     "UrlPolicy",
     "UrlRefused",
     "check_url_syntax",
+    "check_url_target",
     "fetch_bytes",
     "post_json",
     "resolve_and_check",
+    "resolving_with",
+    "system_resolve",
 ]
 
 MAX_URL_LENGTH = 2048
@@ -97,12 +102,10 @@ async def resolve_and_check(url: str, policy: UrlPolicy) -> list[str]:
     parsed = _parse(url)
     host = _host(parsed)
     port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 443)
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await _resolver(host, port)
     except (OSError, UnicodeError):
         raise FetchFailed(f"could not resolve host {host}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise FetchFailed(f"host {host} has no addresses")
     if not policy.allow_private:
@@ -113,6 +116,43 @@ async def resolve_and_check(url: str, policy: UrlPolicy) -> list[str]:
                     f"host {host} resolves to {address}, which is {kind}; {_NOT_ALLOWED}"
                 )
     return addresses
+
+
+async def check_url_target(url: str, policy: UrlPolicy, *, timeout_s: float) -> None:
+    """Refuse a URL whose host is, or resolves to, a forbidden address, within `timeout_s`.
+
+    For checks at request time: a name that cannot be resolved in time is let through (the
+    fetch decides later), a name that resolves to a forbidden address is refused now.
+    Raises UrlRefused.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await resolve_and_check(url, policy)
+    except (TimeoutError, FetchFailed):
+        return
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for `host`, in its order."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+_resolver: Resolver = system_resolve
+
+
+@contextmanager
+def resolving_with(resolver: Resolver) -> Iterator[None]:
+    """Answer name lookups with `resolver` meanwhile. DNS is the one outside system whose
+    answers a test cannot otherwise choose (a name that changes address between checks)."""
+    global _resolver
+    previous, _resolver = _resolver, resolver
+    try:
+        yield
+    finally:
+        _resolver = previous
 
 
 async def fetch_bytes(

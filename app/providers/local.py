@@ -63,9 +63,10 @@ class LocalProvider:
         try:
             sources = await self._fetch_sources(job.input, task_id=job.task_id)
         except (UrlRefused, FetchFailed) as exc:
+            # Refused addresses were refused at creation already; one refused now is a name
+            # that changed its answer since, which the caller could not have known: refunded.
             reason = exc.reason if isinstance(exc, UrlRefused) else str(exc)
-            code = "invalid_input" if isinstance(exc, UrlRefused) else "input_unreachable"
-            return Failed(code, f"input image could not be fetched: {reason}")
+            return Failed("input_unreachable", f"input image could not be fetched: {reason}")
         await report(30)
         try:
             output = await asyncio.to_thread(_render, job.scene, job.input, sources)

@@ -75,12 +75,24 @@ def test_every_seed_example_works(target: McpTarget) -> None:
             if "taskId" in structured and structured.get("state") == "waiting":
                 task_ids[headers.get("X-Request-Id", structured["taskId"])] = structured["taskId"]
     # Replaying the idempotent examples returns the same tasks and charges nothing more.
+    # Measured once every task has finished: a refund in between would move the balance.
+    for task_id in task_ids.values():
+        _wait_finished(target, task_id)
     balance = target.call("get_account", {})["structuredContent"]["balance"]
     for headers, body in _examples():
         if "X-Request-Id" in headers:
             result = _send(target, headers, body).json()["result"]
             assert result["structuredContent"]["taskId"] == task_ids[headers["X-Request-Id"]]
     assert target.call("get_account", {})["structuredContent"]["balance"] == balance
+
+
+def _wait_finished(target: McpTarget, task_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = target.call("get_generation_status", {"taskId": task_id, "wait_seconds": 10})
+        if status["structuredContent"]["state"] != "waiting":
+            return
+    raise AssertionError(f"task {task_id} still waiting after 60 s")
 
 
 def test_seed_image_task_reaches_success_with_a_real_image(target: McpTarget) -> None:

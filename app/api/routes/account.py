@@ -8,6 +8,7 @@ from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
 from app.credits.schemas import LedgerEntryRead, LedgerPage
 from app.credits.service import list_ledger
+from app.db.types import BIGINT_MAX
 
 router = APIRouter(prefix="/api/v1/account", tags=["account"], responses=error_responses(401))
 
@@ -25,7 +26,7 @@ async def read_ledger(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        int | None, Query(ge=1, description="nextCursor of the previous page")
+        int | None, Query(ge=1, le=BIGINT_MAX, description="nextCursor of the previous page")
     ] = None,
 ) -> Envelope[LedgerPage]:
     rows = await list_ledger(

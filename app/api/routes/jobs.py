@@ -5,8 +5,9 @@ from pydantic import BaseModel
 
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
+from app.core.text import NO_NUL_PATTERN, SafeText
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
-from app.jobs.service import cancel_task, create_task, estimate_task
+from app.jobs.service import REQUEST_ID_MAX, cancel_task, create_task, estimate_task
 from app.jobs.views import base_url_of, describe_task, read_task
 
 router = APIRouter(
@@ -18,19 +19,27 @@ _CREATE_EXAMPLE = {
     "input": {"prompt": "A clean product photo", "aspect_ratio": "1:1"},
     "callBackUrl": "https://your-domain.com/webhooks/gengate",
 }
+# Parsed as a plain object and validated by the jobs service against the model's inputs (the
+# seed's error texts); its OpenAPI schema, one variant per model, comes from the catalog.
 CreateBody = Annotated[
     dict[str, Any],
     Body(
-        description="`model`, the inputs (inside `input` or directly beside `model`), "
-        "and optionally `callBackUrl` / `callbackUrl`. See GET /api/v1/models for inputs.",
+        description="`model`, the inputs (inside `input`, or directly beside `model`), and "
+        "optionally `callBackUrl` / `callbackUrl`. See GET /api/v1/models for inputs.",
         examples=[_CREATE_EXAMPLE],
     ),
 ]
 RequestIdHeader = Annotated[
     str | None,
-    Header(alias="X-Request-Id", description="Idempotency key, unique per API key"),
+    Header(
+        alias="X-Request-Id",
+        min_length=1,
+        max_length=REQUEST_ID_MAX,
+        pattern=NO_NUL_PATTERN,
+        description="Idempotency key, unique per API key",
+    ),
 ]
-TaskIdQuery = Annotated[str | None, Query(alias="taskId")]
+TaskIdQuery = Annotated[SafeText, Query(alias="taskId", min_length=1, max_length=200)]
 
 
 def _ok(data: BaseModel) -> Response:
@@ -74,7 +83,7 @@ async def record_info(
     session: SessionDep,
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    task_id: TaskIdQuery = None,
+    task_id: TaskIdQuery,
 ) -> Response:
     view = await read_task(
         session,
@@ -104,7 +113,7 @@ async def cancel(
     session: SessionDep,
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    task_id: TaskIdQuery = None,
+    task_id: TaskIdQuery,
 ) -> Envelope[TaskRead]:
     task = await cancel_task(session, runtime=runtime, principal=principal, task_id=task_id)
     base_url = base_url_of(runtime, str(request.base_url))

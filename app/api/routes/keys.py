@@ -1,9 +1,11 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 
 from app.api.deps import SessionDep, require_scope
 from app.api.envelope import Envelope, error_responses, ok
+from app.core.text import SafeText
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.keys.scopes import Scope
 from app.keys.service import Principal, create_api_key_for, list_api_keys, revoke_api_key
@@ -35,7 +37,9 @@ async def create_key(
 
 @router.delete("/{key_id}", summary="Revoke an API key", responses=error_responses(404))
 async def delete_key(
-    key_id: str, session: SessionDep, principal: KeyManagerDep
+    key_id: Annotated[SafeText, PathParam(max_length=40)],
+    session: SessionDep,
+    principal: KeyManagerDep,
 ) -> Envelope[ApiKeyRead]:
     key = await revoke_api_key(session, key_id=key_id, account_id=principal.account_id)
     return ok(ApiKeyRead.of(key))
