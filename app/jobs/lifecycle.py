@@ -1,8 +1,8 @@
 """Terminal transitions of a task, each a conditional UPDATE plus its credit movement.
 
-The condition (`status` still active, and for a worker its own lease) makes every
-transition happen once: a canceled task's late result, or a second worker's duplicate,
-updates nothing and moves no credits.
+The condition (`status` still active, and for a worker's failure its own lease) makes
+every transition happen once: a canceled task's late result, or a second worker's
+duplicate, updates nothing and moves no credits.
 """
 
 from __future__ import annotations
@@ -59,18 +59,18 @@ async def fail_task(
     return True
 
 
-async def succeed_task(
-    session: AsyncSession, *, notifier: Notifier, task_id: str, owner: str
-) -> bool:
-    """Mark a task done and settle its hold, if `owner` still holds its lease."""
+async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: str) -> bool:
+    """Mark a task done and settle its hold, if it is still active. False: it was not.
+
+    Whichever worker finished first wins, even one whose lease ran out meanwhile (a
+    database outage stopped its renewals): its result is already made and stored, and
+    dropping it would make (and pay for) the same result again. A worker that took the
+    task over sees its lease gone at its next renewal and drops its work.
+    """
     now = now_ms()
     stmt = (
         update(Task)
-        .where(
-            col(Task.id) == task_id,
-            col(Task.status) == TaskStatus.GENERATING.value,
-            col(Task.lease_owner) == owner,
-        )
+        .where(col(Task.id) == task_id, col(Task.status).in_(ACTIVE_STATUSES))
         .values(
             status=TaskStatus.SUCCESS.value,
             progress=100,

@@ -2,6 +2,11 @@
 
 A worker holds a lease on each task it runs and renews it while working. If the worker
 dies, the lease runs out, the task comes due again and another worker takes it over.
+
+A finished task's settle survives a database outage: the worker keeps the stored result and
+retries the settle with backoff (still renewing its lease) until it lands, the task was
+settled elsewhere, or the task's deadline passes. Making the result again would pay the
+upstream twice.
 """
 
 from __future__ import annotations
@@ -11,17 +16,22 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError
 from app.core.ids import now_ms
+from app.core.outages import is_outage
 from app.jobs.lifecycle import expire_overdue, fail_task, succeed_task
 from app.jobs.models import Task
 from app.jobs.queue import claim_due_tasks, release_task, renew_lease
-from app.media.service import record_media, store_output
-from app.media.storage import StoredBlob
+from app.media.service import list_task_media, record_media, store_output
+from app.media.storage import LocalMediaStore, StoredBlob
 from app.providers.base import (
     Completed,
     Failed,
@@ -36,6 +46,12 @@ from app.runtime import Runtime
 from app.uploads.service import purge_expired_uploads
 
 log = logging.getLogger("gengate.worker")
+T = TypeVar("T")
+
+# Settle retries during an outage: the first soon (a blip), then doubling up to the cap,
+# each with jitter so workers coming back together do not all hit a recovering database.
+SETTLE_RETRY_FIRST_S = 0.2
+SETTLE_RETRY_MAX_S = 5.0
 
 
 class Worker:
@@ -46,6 +62,8 @@ class Worker:
         self._lease_ms = int(runtime.settings.lease_seconds * 1000)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: set[asyncio.Task[None]] = set()
+        # Tasks this worker is processing (or settling), so it never runs one twice at once.
+        self._active: set[str] = set()
         self._slot_freed = asyncio.Event()
 
     @property
@@ -81,10 +99,15 @@ class Worker:
                     session, owner=self.owner, limit=free, lease_ms=self._lease_ms
                 )
                 await session.commit()
-        except Exception:
-            log.exception("claiming tasks failed")
+        except Exception as exc:
+            _log_failure("claiming tasks failed", exc)
             return 0
         for task in tasks:
+            if task.id in self._active:
+                # Our own settle retry outlived the lease and the scan handed the task back
+                # to us: the retry still holds the result, so there is nothing to run.
+                continue
+            self._active.add(task.id)
             running = asyncio.create_task(self._process(task), name=f"task {task.id}")
             self._running.add(running)
             running.add_done_callback(self._done)
@@ -106,8 +129,8 @@ class Worker:
                 log.info("expired %d overdue tasks", expired)
             if purged:
                 log.info("deleted %d expired uploads", purged)
-        except Exception:
-            log.exception("expiry sweep failed")
+        except Exception as exc:
+            _log_failure("expiry sweep failed", exc)
 
     async def _drain(self, grace_s: float = 10.0) -> None:
         if not self._running:
@@ -118,17 +141,29 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _process(self, task: Task) -> None:
+        lost = asyncio.Event()
+        # One heartbeat from claim to settle: storing a large result and retrying a settle
+        # through an outage both take time during which no other worker may take over.
+        heartbeat = asyncio.create_task(self._heartbeat(task.id, lost))
         try:
-            outcome = await self._run_provider(task)
+            try:
+                outcome = await self._run_provider(task, lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task %s failed inside gengate", task.id)
+                outcome = Failed("internal_error", "gengate failed while running the task")
+            if outcome is not None:
+                await self._settle(task, outcome)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("task %s failed inside gengate", task.id)
-            outcome = Failed("internal_error", "gengate failed while running the task")
-        if outcome is not None:
-            await self._settle(task, outcome)
+            log.exception("settling task %s failed; it runs again once its lease ends", task.id)
+        finally:
+            heartbeat.cancel()
+            self._active.discard(task.id)
 
-    async def _run_provider(self, task: Task) -> Outcome | None:
+    async def _run_provider(self, task: Task, lost: asyncio.Event) -> Outcome | None:
         """The provider's outcome, or None when the lease was lost or a retry is queued."""
         if task.attempts > self._settings.max_attempts:
             return Failed("provider_error", f"gave up after {task.attempts - 1} attempts")
@@ -145,13 +180,11 @@ class Worker:
             attempt=task.attempts,
         )
         provider = self._runtime.providers[task.provider]
-        lost = asyncio.Event()
 
         async def report(progress: int) -> None:
             if not await self._renew(task.id, progress):
                 lost.set()
 
-        heartbeat = asyncio.create_task(self._heartbeat(task.id, lost))
         try:
             call = (
                 provider.poll(job, task.upstream_id)
@@ -168,8 +201,6 @@ class Worker:
         except ProviderUnavailable as exc:
             await self._retry_later(task, str(exc))
             return None
-        finally:
-            heartbeat.cancel()
 
     async def _heartbeat(self, task_id: str, lost: asyncio.Event) -> None:
         interval = self._settings.lease_seconds / 3
@@ -199,42 +230,102 @@ class Worker:
             await self._settle(task, Failed("provider_error", reason))
             return
         backoff_ms = int(self._settings.retry_backoff_seconds * 1000 * 2 ** (task.attempts - 1))
-        async with self._runtime.sessions() as session:
-            await release_task(
-                session, task_id=task.id, owner=self.owner, due_at=now_ms() + backoff_ms
-            )
-            await session.commit()
+        due = now_ms() + backoff_ms
+        await self._commit_retrying(
+            task,
+            lambda session: release_task(session, task_id=task.id, owner=self.owner, due_at=due),
+        )
 
     async def _settle(self, task: Task, outcome: Outcome) -> None:
         if isinstance(outcome, Completed):
             await self._store_results(task, outcome.outputs)
             return
-        async with self._runtime.sessions() as session:
-            if isinstance(outcome, Pending):
-                due = now_ms() + int(outcome.poll_after_s * 1000)
-                await release_task(
+        if isinstance(outcome, Pending):
+            due = now_ms() + int(outcome.poll_after_s * 1000)
+            pending = outcome
+
+            def write(session: AsyncSession) -> Awaitable[bool]:
+                return release_task(
                     session,
                     task_id=task.id,
                     owner=self.owner,
                     due_at=due,
-                    upstream_id=outcome.upstream_id,
-                    progress=outcome.progress,
+                    upstream_id=pending.upstream_id,
+                    progress=pending.progress,
                 )
-            else:
-                await fail_task(
+        else:
+            failed = outcome
+
+            def write(session: AsyncSession) -> Awaitable[bool]:
+                return fail_task(
                     session,
                     notifier=self._runtime.notifier,
                     task_id=task.id,
-                    code=outcome.code,
-                    message=outcome.message,
+                    code=failed.code,
+                    message=failed.message,
                     owner=self.owner,
                 )
-            await session.commit()
+
+        await self._commit_retrying(task, write)
+
+    async def _commit_retrying(
+        self, task: Task, write: Callable[[AsyncSession], Awaitable[T]]
+    ) -> T:
+        """Run `write` in a transaction and commit it, retrying through a database outage.
+
+        Retries with jittered, capped exponential backoff while the failure is an outage
+        and the task's deadline has not passed (after it the expiry sweep settles the task,
+        so there is nothing left to write). Anything else is raised at once.
+        """
+        delay_s = SETTLE_RETRY_FIRST_S
+        retries = 0
+        while True:
+            try:
+                async with self._runtime.sessions() as session:
+                    result = await write(session)
+                    await session.commit()
+                if retries:
+                    log.info("settled task %s after %d retries", task.id, retries)
+                return result
+            except Exception as exc:
+                if not is_outage(exc) or now_ms() >= task.deadline_at:
+                    raise
+                if not retries:
+                    log.warning(
+                        "settling task %s failed: database unavailable (%s); "
+                        "keeping the result and retrying",
+                        task.id,
+                        type(exc).__name__,
+                    )
+            retries += 1
+            await asyncio.sleep(random.uniform(delay_s / 2, delay_s))  # noqa: S311 (jitter)
+            delay_s = min(delay_s * 2, SETTLE_RETRY_MAX_S)
 
     async def _store_results(self, task: Task, outputs: list[Output]) -> None:
-        """Copy results into our storage, then commit success and the files together."""
+        """Copy results into our storage, then commit success and the files together.
+
+        The files are written once: a settle that fails for an outage is retried with
+        the same files (see _commit_retrying), never by making the result again.
+        """
         store = self._runtime.media_store
         stored: list[tuple[StoredBlob, MediaInfo]] = []
+
+        async def record_success(session: AsyncSession) -> set[str] | None:
+            """None once recorded; else the paths the task's own files use (keep those)."""
+            if not await succeed_task(session, notifier=self._runtime.notifier, task_id=task.id):
+                await session.rollback()
+                return {m.path for m in await list_task_media(session, task_id=task.id)}
+            for position, (blob, info) in enumerate(stored):
+                await record_media(
+                    session,
+                    task_id=task.id,
+                    account_id=task.account_id,
+                    position=position,
+                    blob=blob,
+                    info=info,
+                )
+            return None
+
         try:
             for position, output in enumerate(outputs):
                 stored.append(
@@ -242,33 +333,37 @@ class Worker:
                         store_output, store, task_id=task.id, position=position, data=output.data
                     )
                 )
-            async with self._runtime.sessions() as session:
-                if await succeed_task(
-                    session, notifier=self._runtime.notifier, task_id=task.id, owner=self.owner
-                ):
-                    for position, (blob, info) in enumerate(stored):
-                        await record_media(
-                            session,
-                            task_id=task.id,
-                            account_id=task.account_id,
-                            position=position,
-                            blob=blob,
-                            info=info,
-                        )
-                    await session.commit()
-                    return
-                await session.rollback()
-            log.info("task %s was settled elsewhere (canceled or expired); result dropped", task.id)
+            in_use = await self._commit_retrying(task, record_success)
         except BaseException:
-            _discard(store, task.id, stored)
+            _discard(store, task.id, stored, keep=set())
             raise
-        _discard(store, task.id, stored)
+        if in_use is None:
+            return
+        log.info("task %s was settled elsewhere (canceled or expired); result dropped", task.id)
+        # A worker that made the same result on the same day wrote the same paths; those
+        # files are the task's now and must stay.
+        _discard(store, task.id, stored, keep=in_use)
 
 
-def _discard(store, task_id: str, stored: list[tuple[StoredBlob, MediaInfo]]) -> None:  # type: ignore[no-untyped-def]
-    if stored:
+def _log_failure(what: str, exc: Exception) -> None:
+    # An outage repeats this every scan: one line each, not a stack trace each.
+    if is_outage(exc):
+        log.warning("%s: database unavailable (%s)", what, type(exc).__name__)
+    else:
+        log.exception(what, exc_info=exc)
+
+
+def _discard(
+    store: LocalMediaStore,
+    task_id: str,
+    stored: list[tuple[StoredBlob, MediaInfo]],
+    *,
+    keep: set[str],
+) -> None:
+    paths = [blob.path for blob, _ in stored if blob.path not in keep]
+    if paths:
         with contextlib.suppress(OSError):
-            store.delete_task(task_id, [blob.path for blob, _ in stored])
+            store.delete_task(task_id, paths)
 
 
 async def _wait_any(events: list[asyncio.Event], *, within_s: float) -> None:
