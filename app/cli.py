@@ -1,9 +1,14 @@
-"""`gengate`: the operator's command line. Rich output for people, `--json` for scripts."""
+"""`gengate`: the operator's command line. Rich output for people, `--json` for scripts.
+
+Failures are reported by app.cli_errors.ReportingGroup, the root command: with `--json`
+anywhere, one `{"error", "field"}` object on stdout; without, a line on stderr.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -12,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.service import create_account
+from app.accounts.service import create_account, get_account
+from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.credits.service import grant_credits
@@ -23,7 +29,13 @@ from app.runtime import Runtime
 
 T = TypeVar("T")
 
-app = typer.Typer(help="gengate: gateway for asynchronous image and video generation.")
+# One grant (or initial credits) at most this much: far below what the balance column holds.
+MAX_CREDITS_PER_GRANT = 10**12
+
+
+app = typer.Typer(
+    cls=ReportingGroup, help="gengate: gateway for asynchronous image and video generation."
+)
 db_app = typer.Typer(help="Database schema.")
 accounts_app = typer.Typer(help="Accounts.")
 keys_app = typer.Typer(help="API keys.")
@@ -33,29 +45,36 @@ for sub, name in ((db_app, "db"), (accounts_app, "accounts"), (keys_app, "keys")
 app.add_typer(credits_app, name="credits")
 
 console = Console()
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 
 
 @app.callback()
-def _root(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def _root(
+    ctx: typer.Context,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object and nothing else, also for errors. May come anywhere "
+            "on the command line.",
+        ),
+    ] = False,
+) -> None:
     ctx.obj = {"json": json_output}
 
 
-def _wants_json(ctx: typer.Context, flag: bool) -> bool:
-    return flag or bool((ctx.find_root().obj or {}).get("json"))
-
-
-def _emit(
-    ctx: typer.Context, flag: bool, payload: dict[str, Any], human: Callable[[], None]
-) -> None:
-    if _wants_json(ctx, flag):
+def _emit(ctx: typer.Context, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    if (ctx.find_root().obj or {}).get("json"):
         typer.echo(json.dumps(payload))
     else:
         human()
 
 
-def _run(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run one service call in one committed transaction; AppErrors become exit code 1."""
+def _run(fn: Callable[[AsyncSession], Awaitable[T]], *, field: str | None = None) -> T:
+    """Run one service call in one committed transaction.
+
+    An AppError becomes a CommandFailed naming `field` when the service named none (an
+    unknown account or key is the option that carried its id).
+    """
 
     async def main() -> T:
         runtime = await Runtime.start(Settings())
@@ -70,8 +89,7 @@ def _run(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except AppError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from None
+        raise from_app_error(exc, default_field=field) from None
 
 
 def _key_dict(key: ApiKey) -> dict[str, Any]:
@@ -89,13 +107,15 @@ def _key_dict(key: ApiKey) -> dict[str, Any]:
 
 
 @db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def db_upgrade(ctx: typer.Context) -> None:
     """Migrate the database to the newest schema."""
     settings = Settings()
-    upgrade_database(settings.resolved_database_url)
+    try:
+        upgrade_database(settings.resolved_database_url)
+    except OSError as exc:  # the SQLite file's directory cannot be made
+        raise CommandFailed(f"database unreachable: {exc.strerror}: {exc.filename}") from None
     _emit(
         ctx,
-        json_output,
         {"status": "ok", "revision": "head"},
         lambda: console.print("[green]database is at the newest schema[/green]"),
     )
@@ -105,14 +125,14 @@ def db_upgrade(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 def accounts_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Who the account is for.")] = "default",
-    credits: Annotated[int, typer.Option(min=0, help="Credits granted at creation.")] = 0,
-    json_output: JsonOpt = False,
+    credits: Annotated[
+        int, typer.Option(min=0, max=MAX_CREDITS_PER_GRANT, help="Credits granted at creation.")
+    ] = 0,
 ) -> None:
     """Create an account."""
     account = _run(lambda s: create_account(s, name=name, credits=credits))
     _emit(
         ctx,
-        json_output,
         {"id": account.id, "name": account.name, "balance": account.balance},
         lambda: console.print(f"account [bold]{account.id}[/bold] balance {account.balance}"),
     )
@@ -125,20 +145,23 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
     tier: Annotated[str | None, typer.Option(help="Rate-limit tier.")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="Repeat for each scope.")] = None,
-    json_output: JsonOpt = False,
 ) -> None:
     """Create an API key. The key is printed once and cannot be shown again."""
     settings = Settings()
     chosen_tier = tier or settings.default_tier
     if chosen_tier not in settings.tiers:
-        console.print(f"[red]error:[/red] tier must be one of {', '.join(settings.tiers)}")
-        raise typer.Exit(2)
+        raise CommandFailed(
+            f"unknown tier {chosen_tier}",
+            field="tier",
+            exit_code=2,
+            allowed=list(settings.tiers),
+        )
     key, plain = _run(
-        lambda s: create_api_key(s, account_id=account, name=name, tier=chosen_tier, scopes=scope)
+        lambda s: create_api_key(s, account_id=account, name=name, tier=chosen_tier, scopes=scope),
+        field="account",
     )
     _emit(
         ctx,
-        json_output,
         {**_key_dict(key), "key": plain},
         lambda: console.print(
             f"key [bold]{key.id}[/bold] (shown once):\n{plain}", highlight=False, soft_wrap=True
@@ -150,10 +173,15 @@ def keys_create(
 def keys_list(
     ctx: typer.Context,
     account: Annotated[str | None, typer.Option(help="Only this account's keys.")] = None,
-    json_output: JsonOpt = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    keys = _run(lambda s: list_api_keys(s, account_id=account))
+
+    async def listed(session: AsyncSession) -> list[ApiKey]:
+        if account is not None:
+            await get_account(session, account_id=account)  # an unknown account is an error
+        return await list_api_keys(session, account_id=account)
+
+    keys = _run(listed, field="account")
 
     def human() -> None:
         table = Table("id", "account", "name", "prefix", "tier", "scopes", "disabled")
@@ -169,33 +197,34 @@ def keys_list(
             )
         console.print(table)
 
-    _emit(ctx, json_output, {"keys": [_key_dict(k) for k in keys]}, human)
+    _emit(ctx, {"keys": [_key_dict(k) for k in keys]}, human)
 
 
 @keys_app.command("revoke")
 def keys_revoke(
     ctx: typer.Context,
     key_id: Annotated[str, typer.Argument(help="Key id (key_...).")],
-    json_output: JsonOpt = False,
 ) -> None:
     """Disable an API key for good."""
-    key = _run(lambda s: revoke_api_key(s, key_id=key_id))
-    _emit(ctx, json_output, _key_dict(key), lambda: console.print(f"revoked {key.id}"))
+    key = _run(lambda s: revoke_api_key(s, key_id=key_id), field="key_id")
+    _emit(ctx, _key_dict(key), lambda: console.print(f"revoked {key.id}"))
 
 
 @credits_app.command("grant")
 def credits_grant(
     ctx: typer.Context,
     account: Annotated[str, typer.Argument(help="Account id.")],
-    amount: Annotated[int, typer.Argument(min=1, help="Credits to add.")],
+    amount: Annotated[
+        int, typer.Argument(min=1, max=MAX_CREDITS_PER_GRANT, help="Credits to add.")
+    ],
     note: Annotated[str | None, typer.Option(help="Why, for the ledger.")] = None,
-    json_output: JsonOpt = False,
 ) -> None:
     """Grant credits to an account."""
-    entry = _run(lambda s: grant_credits(s, account_id=account, amount=amount, note=note))
+    entry = _run(
+        lambda s: grant_credits(s, account_id=account, amount=amount, note=note), field="account"
+    )
     _emit(
         ctx,
-        json_output,
         {"id": entry.id, "account_id": account, "amount": amount, "balance": entry.balance_after},
         lambda: console.print(f"granted {amount}; balance {entry.balance_after}"),
     )
@@ -223,6 +252,9 @@ def worker(
 
 
 def main() -> None:
+    # A library thread failing once the command is over (aiosqlite finishing a failed connect
+    # after the event loop closed) gets one line on stderr, not a traceback under the answer.
+    threading.excepthook = report_thread_failure
     app()
 
 
