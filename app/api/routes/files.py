@@ -18,6 +18,7 @@ from app.jobs.views import base_url_of
 from app.uploads.schemas import UploadRead
 from app.uploads.service import (
     ALLOWED_TYPES,
+    MAX_FILENAME,
     UploadSource,
     create_upload,
     upload_from_base64,
@@ -30,6 +31,8 @@ router = APIRouter(prefix="/api/v1/files", tags=["files"])
 _JSON_FIELDS = frozenset({"data", "filename", "contentType"})
 # Room for the multipart framing and the other fields around the file.
 _MULTIPART_OVERHEAD = 64 * 1024
+# What the schema can say about `data`; whether it decodes to an image only the server can.
+_BASE64_PATTERN = r"^(data:image/(png|jpeg|webp|gif);base64,)?[A-Za-z0-9+/_=\s-]+$"
 _REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -50,9 +53,11 @@ _REQUEST_BODY: dict[str, Any] = {
                 "properties": {
                     "data": {
                         "type": "string",
+                        "minLength": 1,
+                        "pattern": _BASE64_PATTERN,
                         "description": "The image, base64, or a data:image/...;base64, URL",
                     },
-                    "filename": {"type": "string", "maxLength": 255},
+                    "filename": {"type": "string", "minLength": 1, "maxLength": MAX_FILENAME},
                     "contentType": {"type": "string", "enum": list(ALLOWED_TYPES)},
                 },
             }
