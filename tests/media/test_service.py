@@ -11,7 +11,9 @@ from app.media.service import (
     list_task_media,
     media_extension,
     media_url,
+    media_url_expired,
     open_media,
+    own_media_id,
     record_media,
     store_output,
 )
@@ -24,6 +26,7 @@ from tests.media.conftest import TaskRef
 
 SECRET = "service-test-secret"
 NOW_S = 1_800_000_000
+KW = {"secret": SECRET, "now_s": NOW_S}
 
 
 async def _store_and_record(
@@ -135,3 +138,43 @@ async def test_signed_url_for_a_deleted_row_is_not_found(runtime: Runtime) -> No
                 session, file_ref="media_gone.png", exp=NOW_S + 60, sig=sig,
                 secret=SECRET, now_s=NOW_S,
             )  # fmt: skip
+
+
+def _signed(file_id: str, exp: int, *, host: str = "http://127.0.0.1:8000") -> str:
+    return f"{host}/media/{file_id}.png?exp={exp}&sig={sign_media(SECRET, file_id, exp)}"
+
+
+def test_own_media_id_recognises_our_signed_unexpired_urls_on_any_host() -> None:
+    file_id = "file_0123456789abcdef"
+    for host in ("http://127.0.0.1:8000", "https://gen.example.com/base", "http://[::1]"):
+        assert own_media_id(_signed(file_id, NOW_S + 60, host=host), **KW) == file_id
+    url = _signed(file_id, NOW_S + 60)
+    assert media_url_expired(url, **KW) is False
+    reordered = url.split("?")[0] + "?" + "&".join(reversed(url.split("?")[1].split("&")))
+    assert own_media_id(reordered, **KW) == file_id
+
+
+def test_own_media_id_refuses_expired_forged_and_foreign_urls() -> None:
+    file_id = "file_0123456789abcdef"
+    expired = _signed(file_id, NOW_S)
+    assert own_media_id(expired, **KW) is None
+    assert media_url_expired(expired, **KW) is True
+    good = _signed(file_id, NOW_S + 60)
+    others = [
+        good.replace(f"exp={NOW_S + 60}", f"exp={NOW_S + 61}"),  # expiry changed
+        good.replace(file_id, "file_0123456789abcdee"),  # another file
+        good.replace("/media/", "/other/"),
+        good.replace("http://", "ftp://"),
+        good + "&extra=1",
+        good + "#frag",
+        good.replace("?", "?exp=1&"),  # exp twice
+        f"http://x/media/{file_id}.png?exp=-5&sig=abc",
+        f"http://x/media/{file_id}.png",
+        "http://[::1/media/x.png?exp=1&sig=a",  # unparseable
+        "not a url",
+    ]
+    for url in others:
+        assert own_media_id(url, **KW) is None, url
+        assert media_url_expired(url, **KW) is False, url
+    other_secret = {"secret": "another-deployment", "now_s": NOW_S}
+    assert own_media_id(good, **other_secret) is None
