@@ -50,8 +50,10 @@ T = TypeVar("T")
 
 # Settle retries during an outage: the first soon (a blip), then doubling up to the cap,
 # each with jitter so workers coming back together do not all hit a recovering database.
+# The cap is short so that after a long outage this worker's settle lands well before a
+# worker that took the task over could have made the result again.
 SETTLE_RETRY_FIRST_S = 0.2
-SETTLE_RETRY_MAX_S = 5.0
+SETTLE_RETRY_MAX_S = 2.0
 
 
 class Worker:
@@ -185,6 +187,9 @@ class Worker:
             if not await self._renew(task.id, progress):
                 lost.set()
 
+        # A worker whose lease an outage outlasted may still settle its finished result
+        # (see succeed_task); when that happens while we run the task, stop at once.
+        watch = asyncio.create_task(self._watch_finished(task, lost))
         try:
             call = (
                 provider.poll(job, task.upstream_id)
@@ -195,12 +200,19 @@ class Worker:
             await _wait_any_future(work, lost)
             if lost.is_set() and not work.done():
                 work.cancel()
-                log.info("task %s: lease lost, dropping the work", task.id)
+                log.info("task %s: lease lost or settled elsewhere, dropping the work", task.id)
                 return None
             return work.result()
         except ProviderUnavailable as exc:
             await self._retry_later(task, str(exc))
             return None
+        finally:
+            watch.cancel()
+
+    async def _watch_finished(self, task: Task, lost: asyncio.Event) -> None:
+        within_s = max(0.0, (task.deadline_at - now_ms()) / 1000)
+        if await self._runtime.notifier.wait_finished(task.id, within_s):
+            lost.set()
 
     async def _heartbeat(self, task_id: str, lost: asyncio.Event) -> None:
         interval = self._settings.lease_seconds / 3

@@ -8,10 +8,13 @@ Redis is the suite's Redis, or the local one on the SQLite run.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from sqlalchemy import create_engine, make_url, text
 from app.core.config import Settings
 from app.db.migrate import sync_url, upgrade_database
 from app.runtime import Runtime
+from tests.conftest import Customer
 from tests.support.apps import running_app
 from tests.support.backends import ON_POSTGRES, TEST_REDIS_URL, async_url, fresh_database
 from tests.support.faultproxy import FaultProxy
@@ -29,9 +33,7 @@ from tests.support.faultproxy import FaultProxy
 pytestmark = pytest.mark.timeout(90)
 
 _SERVER_URL = os.environ.get("GENGATE_FAULTS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-_REDIS_URL = TEST_REDIS_URL or os.environ.get(
-    "GENGATE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0"
-)
+REDIS_URL = TEST_REDIS_URL or os.environ.get("GENGATE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +75,7 @@ async def db_proxy(postgres_template: str, tmp_path: Path) -> AsyncIterator[Faul
 
 @pytest.fixture
 async def redis_proxy() -> AsyncIterator[FaultProxy]:
-    url = make_url(_REDIS_URL)
+    url = make_url(REDIS_URL)
     proxy = FaultProxy(url.host or "127.0.0.1", url.port or 6379)
     await proxy.start()
     yield proxy
@@ -104,12 +106,53 @@ async def faulty(fault_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx
 async def redis_faulty(
     settings_env: dict[str, str], redis_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    redis_url = make_url(_REDIS_URL).set(host="127.0.0.1", port=redis_proxy.port)
+    redis_url = make_url(REDIS_URL).set(host="127.0.0.1", port=redis_proxy.port)
     env = {**settings_env, "GENGATE_REDIS_URL": redis_url.render_as_string(hide_password=False)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     async with running_app(Settings(_env_file=None)) as running:  # type: ignore[call-arg]
         yield running
+
+
+UNAVAILABLE = {"error": "service temporarily unavailable", "retryAfter": 5}
+CREATE = {"model": "gpt-image-2-text-to-image", "input": {"prompt": "A red bicycle"}}
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert response.json() == {"code": 503, "msg": UNAVAILABLE["error"], "data": UNAVAILABLE}
+
+
+async def mcp_call(
+    client: httpx.AsyncClient, customer: Customer, tool: str, arguments: dict[str, Any]
+) -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    headers = {**customer.headers, "Content-Type": "application/json"}
+    return await client.post("/api/mcp", content=json.dumps(body), headers=headers)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def worker_log() -> Iterator[Records]:
+    records = Records()
+    logger = logging.getLogger("gengate.worker")
+    logger.addHandler(records)
+    yield records
+    logger.removeHandler(records)
 
 
 def runtime_of(app: FastAPI) -> Runtime:

@@ -3,10 +3,8 @@ charged, /readyz answers within 2 s, and after the restore everything works agai
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -16,18 +14,9 @@ from sqlmodel import col
 from app.credits.service import ledger_sum
 from app.jobs.models import Task
 from tests.conftest import Customer, make_customer
-from tests.faults.conftest import runtime_of
+from tests.faults.conftest import CREATE, UNAVAILABLE, assert_unavailable, mcp_call, runtime_of
 from tests.support.apps import eventually
 from tests.support.faultproxy import FaultProxy
-
-UNAVAILABLE = {"error": "service temporarily unavailable", "retryAfter": 5}
-CREATE = {"model": "gpt-image-2-text-to-image", "input": {"prompt": "A red bicycle"}}
-
-
-def assert_unavailable(response: httpx.Response) -> None:
-    assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"] == "5"
-    assert response.json() == {"code": 503, "msg": UNAVAILABLE["error"], "data": UNAVAILABLE}
 
 
 async def rest_calls(
@@ -41,19 +30,6 @@ async def rest_calls(
         ),
         await client.get("/api/v1/account", headers=customer.headers),
     ]
-
-
-async def mcp_call(
-    client: httpx.AsyncClient, customer: Customer, tool: str, arguments: dict[str, Any]
-) -> httpx.Response:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments},
-    }
-    headers = {**customer.headers, "Content-Type": "application/json"}
-    return await client.post("/api/mcp", content=json.dumps(body), headers=headers)
 
 
 async def charged(app: FastAPI, customer: Customer) -> tuple[int, int]:

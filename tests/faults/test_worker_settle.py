@@ -3,12 +3,9 @@ rendered once, settled once, never made again."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlmodel import col
@@ -17,27 +14,9 @@ from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.media.service import list_task_media
 from tests.conftest import make_customer
-from tests.faults.conftest import runtime_of
+from tests.faults.conftest import Records, runtime_of
 from tests.support.apps import eventually, wait_for_terminal
 from tests.support.faultproxy import FaultProxy
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def worker_log() -> Iterator[Records]:
-    records = Records()
-    logger = logging.getLogger("gengate.worker")
-    logger.addHandler(records)
-    yield records
-    logger.removeHandler(records)
 
 
 async def test_a_result_stored_during_an_outage_is_settled_once_and_never_made_again(

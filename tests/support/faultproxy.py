@@ -1,9 +1,10 @@
 """A TCP proxy that a test can cut and restore, to play a database or Redis outage.
 
 `cut()` closes every proxied connection (both ends, with a reset) and stops listening, so
-new connections are refused, as when the server is down or restarting. `stall()` closes
-them too but keeps accepting, and then never answers: a server that hangs. `restore()`
-forwards again on the same port. The proxy runs on the test's own event loop.
+new connections are refused, as when the server is down or restarting. `stall()` keeps
+every connection open and accepts new ones, but nothing passes any more: a server that
+hangs. `restore()` resets what a stall held and forwards again on the same port. The
+proxy runs on the test's own event loop.
 """
 
 from __future__ import annotations
@@ -39,16 +40,17 @@ class FaultProxy:
     async def restore(self) -> None:
         if self._stalled:
             self._stalled = False
-            for writer in list(self._writers):  # only held connections while stalled
+            for writer in list(self._writers):  # every connection is held while stalled
                 _reset(writer)
             self._writers.clear()
         if self._server is None:
             await self.start()
 
     async def stall(self) -> None:
-        await self.cut()
         self._stalled = True
-        await self.start()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def cut(self) -> None:
         self._stalled = False
@@ -94,10 +96,12 @@ class FaultProxy:
             for pipe in pipes:
                 pipe.cancel()
                 self._pipes.discard(pipe)
-            for writer in (client_w, upstream_w):
-                self._writers.discard(writer)
-                with contextlib.suppress(Exception):
-                    writer.close()
+            # While stalled the connection stays open and silent until a cut or restore.
+            if not self._stalled:
+                for writer in (client_w, upstream_w):
+                    self._writers.discard(writer)
+                    with contextlib.suppress(Exception):
+                        writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
