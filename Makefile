@@ -46,5 +46,15 @@ format: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
+.PHONY: gengate docs
+
+# The gengate command without activating the venv: make gengate ARGS="keys list".
+gengate: $(RUNTIME_STAMP)
+	$(BIN)/gengate $(ARGS)
+
+# Regenerate README's configuration table from app/core/config.py.
+docs: $(RUNTIME_STAMP)
+	$(BIN)/python -m app.core.settings_doc
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
