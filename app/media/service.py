@@ -139,6 +139,7 @@ class SignedRef:
     """What one of our media URLs names: the file id and the expiry it was signed with."""
 
     file_id: str
+    extension: str
     expires_at_s: int
 
 
@@ -167,7 +168,7 @@ def signed_media_ref(url: str, *, secret: str) -> SignedRef | None:
     # now_s=0: the signature alone is checked here; callers judge the expiry.
     if not verify_media(secret, file_id, int(exp), sig, now_s=0):
         return None
-    return SignedRef(file_id, int(exp))
+    return SignedRef(file_id, matched.group(2), int(exp))
 
 
 def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:
