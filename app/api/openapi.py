@@ -46,15 +46,23 @@ def task_create_schema(catalog: Catalog) -> dict[str, Any]:
     would not help clients, so the description says it.
     """
     callback = {
-        "type": "string",
-        "format": "uri",
-        "pattern": "^https?://",
-        "maxLength": 2048,
-        "description": "POSTed the task's outcome when it finishes",
+        "anyOf": [
+            {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048},
+            {"type": "string", "maxLength": 0},
+            {"type": "null"},
+        ],
+        "description": "POSTed the task's outcome when it finishes; empty or null means none",
     }
     variants = []
     for model in catalog.list():
         inputs = {k: v for k, v in model.input_schema.items() if k != "$schema"}
+        # null stands for an omitted input (the default applies).
+        inputs["properties"] = {
+            name: prop if name in model.required else {"anyOf": [prop, {"type": "null"}]}
+            for name, prop in inputs["properties"].items()
+        }
+        if rules := model.shape_rules():
+            inputs["allOf"] = rules
         variants.append(
             {
                 "type": "object",

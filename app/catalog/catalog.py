@@ -67,6 +67,8 @@ _FORMATS = FormatChecker(formats=())
 def _is_http_url(value: object) -> bool:
     if not isinstance(value, str):
         return True
+    if not value.isascii():
+        return False
     parts = urlsplit(value)
     return (
         parts.scheme in ("http", "https")
@@ -102,6 +104,28 @@ class CatalogModel:
     def required(self) -> tuple[str, ...]:
         """Canonical names of the inputs a request must carry."""
         return tuple(self.input_schema.get("required", ()))
+
+    def shape_rules(self) -> builtins.list[dict[str, Any]]:
+        """JSON Schema `if`/`then` pairs saying which aspect ratios agree with each pixel
+        resolution (the rule `normalize` applies), for documents that describe requests."""
+        properties = self.input_schema["properties"]
+        ratios = (properties.get("aspect_ratio") or {}).get("enum") or ()
+        rules = []
+        for resolution in (properties.get("resolution") or {}).get("enum") or ():
+            pixels = _PIXELS.match(str(resolution))
+            if pixels is None or not ratios:
+                continue
+            agreeing = [r for r in ratios if not _contradicts(str(r), pixels)]
+            rules.append(
+                {
+                    "if": {
+                        "properties": {"resolution": {"const": resolution}},
+                        "required": ["resolution"],
+                    },
+                    "then": {"properties": {"aspect_ratio": {"enum": agreeing}}},
+                }
+            )
+        return rules
 
     @property
     def url_inputs(self) -> frozenset[str]:
@@ -179,6 +203,7 @@ class CatalogModel:
         if not problems:
             return None
         return min(problems, key=lambda problem: problem[0])[1]
+
 
 class Catalog:
     """The loaded models, in file order."""
@@ -374,9 +399,9 @@ def _agree_on_shape(values: dict[str, Any], sent: set[str], properties: Mapping[
     ratio = _RATIO.match(str(values.get("aspect_ratio", "")))
     if pixels is None or ratio is None:
         return
-    width, height = int(pixels[1]), int(pixels[2])
-    if width * int(ratio[2]) == height * int(ratio[1]):
+    if not _contradicts(ratio[0], pixels):
         return
+    width, height = int(pixels[1]), int(pixels[2])
     if "aspect_ratio" in sent:
         raise InvalidInput(
             f"aspect_ratio {ratio[0]} contradicts resolution {pixels[0]}; "
@@ -393,6 +418,14 @@ def _agree_on_shape(values: dict[str, Any], sent: set[str], properties: Mapping[
         values["aspect_ratio"] = matching[0]
     elif "auto" in allowed:
         values["aspect_ratio"] = "auto"
+
+
+def _contradicts(aspect_ratio: str, pixels: re.Match[str]) -> bool:
+    """True when a ratio such as "16:9" does not describe a WxH size ("auto" never does)."""
+    ratio = _RATIO.match(aspect_ratio)
+    if ratio is None:
+        return False
+    return int(pixels[1]) * int(ratio[2]) != int(pixels[2]) * int(ratio[1])
 
 
 def _is_blank(value: Any) -> bool:

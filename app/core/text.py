@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.core.errors import InvalidInput
 
@@ -67,9 +69,16 @@ def _validated(value: str) -> str:
     return value
 
 
+class _SaysNoNul:
+    """Adds the NUL rule to a string's JSON Schema, keeping its other constraints."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", NO_NUL_PATTERN)
+        return schema
+
+
 # A `str` for request models and parameters: the check above, and a schema that says so.
-SafeText = Annotated[
-    str,
-    AfterValidator(_validated),
-    WithJsonSchema({"type": "string", "pattern": NO_NUL_PATTERN}),
-]
+SafeText = Annotated[str, AfterValidator(_validated), _SaysNoNul()]

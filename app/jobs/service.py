@@ -46,6 +46,7 @@ from app.jobs.views import get_task
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
+from app.media.service import signed_media_ref
 from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax, check_url_target
 from app.runtime import Runtime
 
@@ -122,6 +123,20 @@ async def _check_urls(
     """
     settings = runtime.settings
     policy = UrlPolicy(allow_private=settings.allow_private_urls)
+    now_s = now_ms() // 1000
+    own = []
+    for where, url in inputs:
+        ref = signed_media_ref(url, secret=runtime.signing_secret)
+        if ref is not None and now_s >= ref.expires_at_s:
+            raise InvalidInput(
+                f"{where} has expired; upload the file again, or read its task again for "
+                "a fresh URL",
+                field=_field(where),
+            )
+        if ref is not None:
+            own.append((where, url))
+    # Our own signed media (uploads, earlier results) is read from storage, never fetched.
+    inputs = [pair for pair in inputs if pair not in own]
     checks = [*inputs, *([("callBackUrl", callback_url)] if callback_url else [])]
     for where, url in checks:
         _refuse_as(where, check_url_syntax, url, policy)

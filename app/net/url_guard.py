@@ -75,6 +75,8 @@ def check_url_syntax(url: str, policy: UrlPolicy) -> None:
     """Static checks only (no DNS), cheap enough to run while validating a request."""
     if len(url) > MAX_URL_LENGTH:
         raise UrlRefused(f"URL is longer than {MAX_URL_LENGTH} characters")
+    if not url.isascii():
+        raise UrlRefused("URL must be ASCII: percent-encode the path and punycode the host")
     parsed = _parse(url)
     if parsed.scheme not in policy.allowed_schemes:
         allowed = ", ".join(sorted(policy.allowed_schemes))

@@ -35,7 +35,7 @@ async def create_key(
     return ok(ApiKeyCreated(**ApiKeyRead.of(key).model_dump(), key=plain))
 
 
-@router.delete("/{key_id}", summary="Revoke an API key", responses=error_responses(404))
+@router.delete("/{key_id}", summary="Revoke an API key", responses=error_responses(400, 404))
 async def delete_key(
     key_id: Annotated[SafeText, PathParam(max_length=40)],
     session: SessionDep,
