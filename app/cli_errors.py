@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from typer.core import TyperGroup
 
 from app.core.errors import AppError
@@ -91,6 +91,10 @@ def _failure(exc: Exception) -> CommandFailed:
             for e in exc.errors(include_input=False, include_url=False)
         )
         return CommandFailed(f"invalid settings: {problems}")
+    if isinstance(exc, DBAPIError) and _schema_missing(exc):
+        return CommandFailed(
+            f"database not migrated (run `gengate db upgrade`): {_first_line(exc.orig or exc)}"
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         return CommandFailed(f"database unreachable: {_first_line(exc.orig or exc)}")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
@@ -99,6 +103,11 @@ def _failure(exc: Exception) -> CommandFailed:
         where = f": {exc.filename}" if exc.filename else ""
         return CommandFailed(f"{exc.strerror or _first_line(exc)}{where}")
     return CommandFailed(f"internal error: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _schema_missing(exc: DBAPIError) -> bool:
+    """The database answers but has no tables yet (SQLite's message, PostgreSQL's 42P01)."""
+    return "no such table" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "42P01"
 
 
 def from_app_error(exc: AppError, *, default_field: str | None) -> CommandFailed:

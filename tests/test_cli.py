@@ -197,6 +197,18 @@ def test_redis_unreachable(settings: Settings, monkeypatch: pytest.MonkeyPatch) 
     assert payload["error"].startswith("redis unreachable") and payload["field"] is None
 
 
+def test_a_database_without_the_schema_says_to_migrate(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GENGATE_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    result = runner.invoke(app, ["--json", "keys", "list"])
+    assert result.exit_code == 1
+    payload = _one_json_error(result.stdout, result.stderr)
+    assert payload["error"].startswith("database not migrated (run `gengate db upgrade`)")
+    assert _json("db", "upgrade")["status"] == "ok"
+    assert _json("keys", "list") == {"keys": []}
+
+
 def _gengate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line: a new process through the console-script entry point."""
     return subprocess.run(
