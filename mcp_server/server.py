@@ -39,6 +39,9 @@ class ToolSpec:
     output: type[BaseModel]
     required: tuple[str, ...] = ()
     read_only: bool = True
+    # Generation arguments go to the jobs service whole: it refuses unknown ones with the
+    # model's own input list, the same words as over REST.
+    names_checked_by_service: bool = False
 
 
 def tool_specs(catalog: Catalog) -> list[ToolSpec]:
@@ -68,6 +71,7 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
             TaskCreated,
             ("model",),
             read_only=False,
+            names_checked_by_service=True,
         ),
         ToolSpec(
             "generate_video",
@@ -78,6 +82,7 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
             TaskCreated,
             ("model",),
             read_only=False,
+            names_checked_by_service=True,
         ),
         ToolSpec(
             "get_generation_status",
@@ -144,6 +149,7 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
             estimate,
             EstimateRead,
             ("model",),
+            names_checked_by_service=True,
         ),
         ToolSpec(
             "get_account",
@@ -168,10 +174,12 @@ class _SentArgumentsTool(Tool):
     """A tool that refuses arguments it does not declare and keeps the arguments as sent
     for the call (see context.SENT_ARGUMENTS)."""
 
+    names_checked_by_service: bool = False
+
     async def run(self, arguments: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         declared = self.parameters.get("properties", {})
         unknown = sorted(str(name) for name in arguments if name not in declared)
-        if unknown:
+        if unknown and not self.names_checked_by_service:
             return results.failure(unknown_field(unknown[0], declared, what="argument"))
         token = SENT_ARGUMENTS.set(arguments)
         try:
@@ -200,8 +208,12 @@ def _tool(spec: ToolSpec) -> Tool:
     parameters = copy.deepcopy(tool.parameters)
     if spec.required:
         parameters["required"] = list(spec.required)
-    fields = {name: getattr(tool, name) for name in Tool.model_fields}
-    return _SentArgumentsTool(**{**fields, "parameters": parameters})
+    fields = {name: getattr(tool, name) for name in Tool.model_fields if name != "parameters"}
+    return _SentArgumentsTool(
+        **fields,
+        parameters=parameters,
+        names_checked_by_service=spec.names_checked_by_service,
+    )
 
 
 def _security(settings: Settings) -> TransportSecuritySettings:

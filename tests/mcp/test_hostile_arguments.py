@@ -1,0 +1,213 @@
+"""MCP arguments that once gave an "internal error", were silently dropped or returned a
+default: each is now a tool error naming the argument, and nothing is charged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Customer
+
+T2I = "gpt-image-2-text-to-image"
+T2V = "seedance-2.0-text-to-video"
+
+
+async def _rpc(
+    client: httpx.AsyncClient, customer: Customer, body: Any, **headers: str
+) -> httpx.Response:
+    return await client.post(
+        "/api/mcp",
+        content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+        headers={**customer.headers, "Content-Type": "application/json", **headers},
+    )
+
+
+async def _call(
+    client: httpx.AsyncClient, customer: Customer, tool: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    response = await _rpc(client, customer, body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def _error(result: dict[str, Any], field: str, words: str) -> dict[str, Any]:
+    assert result["isError"] is True, result
+    error: dict[str, Any] = result["structuredContent"]
+    assert error.get("field") == field and words in error["error"], error
+    return error
+
+
+async def _balance(client: httpx.AsyncClient, customer: Customer) -> int:
+    response = await client.get("/api/v1/account", headers=customer.headers)
+    return int(response.json()["data"]["balance"])
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "field", "words"),
+    [
+        (
+            "generate_video",
+            {"model": T2V, "prompt": "x", "aspectRatio": "9:16"},
+            "aspectRatio",
+            "did you mean aspect_ratio?",
+        ),
+        (
+            "generate_video",
+            {"model": T2V, "prompt": "x", "durations": "10"},
+            "durations",
+            "did you mean duration?",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "input": {"qualty": "high"}},
+            "qualty",
+            "did you mean quality?",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "input": {"prompt": "y"}},
+            "prompt",
+            "both inside input and beside model",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "aspect_ratio": "16:9", "resolution": "1024x1024"},
+            "aspect_ratio",
+            "contradicts",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "request_id": True},
+            "request_id",
+            "must be a string",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "request_id": -1},
+            "request_id",
+            "must be a string",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "request_id": {"a": 1}},
+            "request_id",
+            "must be a string",
+        ),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "request_id": "a\u0000"},
+            "request_id",
+            "NUL",
+        ),
+        ("generate_image", {"model": T2I + "\u0000", "prompt": "x"}, "model", "NUL"),
+        (
+            "generate_image",
+            {"model": T2I, "prompt": "x", "callBackUrl": ["https://a.example"]},
+            "callBackUrl",
+            "must be a URL string",
+        ),
+        (
+            "estimate_cost",
+            {"model": T2I, "prompt": "x", "colour": "red"},
+            "colour",
+            "unknown input field",
+        ),
+        ("get_generation_status", {"taskId": "task_\u0000"}, "taskId", "NUL"),
+        ("get_generation_status", {"taskid": "task_1"}, "taskid", "did you mean taskId?"),
+        ("cancel_task", {"taskId": "task_\u0000"}, "taskId", "NUL"),
+        ("list_tasks", {"cursor": "task_\u0000"}, "cursor", "NUL"),
+        ("list_tasks", {"cursor": "garbage"}, "cursor", "nextCursor"),
+        ("list_tasks", {"model": "x\u0000"}, "model", "NUL"),
+        ("list_tasks", {"limit": 0}, "limit", "from 1 to 100"),
+        ("list_tasks", {"limit": 101}, "limit", "from 1 to 100"),
+    ],
+)
+async def test_bad_arguments_are_tool_errors_and_free(
+    client: httpx.AsyncClient,
+    customer: Customer,
+    tool: str,
+    arguments: dict[str, Any],
+    field: str,
+    words: str,
+) -> None:
+    before = await _balance(client, customer)
+    _error(await _call(client, customer, tool, arguments), field, words)
+    assert await _balance(client, customer) == before
+
+
+async def test_rest_refuses_the_same_way(client: httpx.AsyncClient, customer: Customer) -> None:
+    body = {"model": T2V, "input": {"prompt": "x"}, "durations": "10"}
+    response = await client.post("/api/v1/jobs/createTask", json=body, headers=customer.headers)
+    assert response.status_code == 400
+    assert response.json()["data"]["suggestion"] == "duration"
+
+
+async def test_a_pixel_resolution_sets_the_aspect_ratio_it_implies(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    result = await _call(
+        client, customer, "estimate_cost", {"model": T2I, "prompt": "x", "resolution": "1536x1024"}
+    )
+    assert result["isError"] is False, result
+    assert result["structuredContent"]["input"]["aspect_ratio"] == "3:2"
+
+
+async def test_a_get_for_an_event_stream_is_405(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    response = await client.get(
+        "/api/mcp", headers={**customer.headers, "Accept": "text/event-stream"}
+    )
+    assert response.status_code == 405
+    assert "POST" in response.headers["allow"]
+    plain = await client.get("/api/mcp")
+    assert plain.status_code == 200 and plain.json()["name"] == "gengate"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "words"),
+    [
+        ([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}], -32600, "batches"),
+        ({"jsonrpc": "2.0", "id": None, "method": "tools/list"}, -32600, "id must be"),
+        (b'{"jsonrpc": "2.0", ', -32700, "not valid JSON"),
+        (b"42", -32600, "JSON-RPC object"),
+    ],
+)
+async def test_protocol_misuse_gets_a_short_jsonrpc_error(
+    client: httpx.AsyncClient, customer: Customer, body: Any, code: int, words: str
+) -> None:
+    response = await _rpc(client, customer, body)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["jsonrpc"] == "2.0" and answer["id"] is None
+    assert answer["error"]["code"] == code and words in answer["error"]["message"]
+    assert len(response.content) < 300
+
+
+async def test_list_tasks_counts_against_the_read_limit(
+    client: httpx.AsyncClient, runtime: Any
+) -> None:
+    from tests.conftest import make_customer
+
+    customer = await make_customer(runtime, tier="free")
+    limit = runtime.settings.tier_limits("free").query_per_minute
+    for _ in range(limit):
+        assert (await _call(client, customer, "list_tasks", {}))["isError"] is False
+    limited = await _call(client, customer, "list_tasks", {})
+    error = _error(limited, None, "rate limit exceeded")  # type: ignore[arg-type]
+    assert error["limit"] == limit and error["retryAfter"] >= 1
+    # The same budget as recordInfo: it is spent.
+    response = await client.get(
+        "/api/v1/jobs/recordInfo", params={"taskId": "task_x"}, headers=customer.headers
+    )
+    assert response.status_code == 429
