@@ -73,8 +73,10 @@ class McpGateway:
             base_url=base_url_of(runtime, str(request.base_url)),
         )
         if request.method == "POST":
-            body = await request.body()
-            problem = _jsonrpc_problem(body)
+            # Room for the largest upload_image call (base64 grows data by a third).
+            limit = runtime.settings.upload_max_bytes * 4 // 3 + 65536
+            body = await _read_up_to(request, limit)
+            problem = _jsonrpc_problem(body, limit)
             if problem is not None:
                 await problem(scope, receive, send)
                 return
@@ -125,9 +127,22 @@ def _refuse_stream() -> JSONResponse:
     )
 
 
-def _jsonrpc_problem(body: bytes) -> JSONResponse | None:
+async def _read_up_to(request: Request, limit: int) -> bytes:
+    """The body, or its first `limit` + 1 bytes when it is longer (then refused)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def _jsonrpc_problem(body: bytes, limit: int) -> JSONResponse | None:
     """A short JSON-RPC error for what the SDK would answer at length or not at all: bodies
-    that are not JSON, batches (not part of MCP since 2025-06-18) and null ids."""
+    too large or not JSON, batches (not part of MCP since 2025-06-18) and null ids."""
+    if len(body) > limit:
+        return _jsonrpc_error(-32600, f"invalid request: the body is over {limit} bytes", 413)
     try:
         message = json.loads(body)
     except ValueError as exc:
@@ -141,9 +156,9 @@ def _jsonrpc_problem(body: bytes) -> JSONResponse | None:
     return None
 
 
-def _jsonrpc_error(code: int, message: str) -> JSONResponse:
+def _jsonrpc_error(code: int, message: str, status: int = 400) -> JSONResponse:
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=400)
+    return JSONResponse(body, status_code=status)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
