@@ -61,7 +61,7 @@ async def test_the_api_agrees_with_its_schema(
         "-H",
         f"Authorization: {customer.headers['Authorization']}",
     ]
-    run = subprocess.run(  # noqa: ASYNC221 - the server is another process
+    run = subprocess.run(
         command,
         cwd=tmp_path,
         capture_output=True,
