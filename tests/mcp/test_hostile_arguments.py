@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Customer
+from app.core.config import Settings, TierLimits
+from tests.conftest import Customer, make_customer
+from tests.support.apps import running_app, runtime_of
 
 T2I = "gpt-image-2-text-to-image"
 T2V = "seedance-2.0-text-to-video"
@@ -194,20 +196,25 @@ async def test_protocol_misuse_gets_a_short_jsonrpc_error(
     assert len(response.content) < 300
 
 
-async def test_list_tasks_counts_against_the_read_limit(
-    client: httpx.AsyncClient, runtime: Any
-) -> None:
-    from tests.conftest import make_customer
-
-    customer = await make_customer(runtime, tier="free")
-    limit = runtime.settings.tier_limits("free").query_per_minute
-    for _ in range(limit):
-        assert (await _call(client, customer, "list_tasks", {}))["isError"] is False
-    limited = await _call(client, customer, "list_tasks", {})
-    error = _error(limited, None, "rate limit exceeded")  # type: ignore[arg-type]
-    assert error["limit"] == limit and error["retryAfter"] >= 1
-    # The same budget as recordInfo: it is spent.
-    response = await client.get(
-        "/api/v1/jobs/recordInfo", params={"taskId": "task_x"}, headers=customer.headers
-    )
-    assert response.status_code == 429
+async def test_list_tasks_counts_against_the_read_limit(settings: Settings) -> None:
+    # A long window: the sliding-window counter weighs in the previous window, so a short
+    # one straddled by the test would let a call or two more through.
+    tiers = {
+        "peek": TierLimits(
+            create_per_minute=5, query_per_minute=3, max_active_tasks=5, window_seconds=86400
+        )
+    }
+    limited_settings = settings.model_copy(update={"tiers": tiers, "default_tier": "peek"})
+    async with running_app(limited_settings) as (app, client):
+        customer = await make_customer(runtime_of(app), tier="peek")
+        for _ in range(3):
+            assert (await _call(client, customer, "list_tasks", {}))["isError"] is False
+        limited = await _call(client, customer, "list_tasks", {})
+        assert limited["isError"] is True, limited
+        error = limited["structuredContent"]
+        assert error["error"] == "rate limit exceeded" and error["limit"] == 3, error
+        # The same budget as recordInfo: it is spent.
+        response = await client.get(
+            "/api/v1/jobs/recordInfo", params={"taskId": "task_x"}, headers=customer.headers
+        )
+        assert response.status_code == 429
