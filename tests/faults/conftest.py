@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, make_url, text
 from app.core.config import Settings
 from app.db.migrate import sync_url, upgrade_database
 from app.runtime import Runtime
-from tests.conftest import Customer
+from tests.conftest import Customer, make_customer
 from tests.support.apps import running_app
 from tests.support.backends import ON_POSTGRES, TEST_REDIS_URL, async_url, fresh_database
 from tests.support.faultproxy import FaultProxy
@@ -158,3 +158,15 @@ def worker_log() -> Iterator[Records]:
 def runtime_of(app: FastAPI) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime
+
+
+async def create_slow_task(client: httpx.AsyncClient, runtime: Runtime) -> tuple[Customer, str]:
+    """A customer and a task whose render takes long enough to cut the database meanwhile."""
+    customer = await make_customer(runtime)
+    body = {
+        "model": "gpt-image-2-text-to-image",
+        "input": {"prompt": "A red bicycle [[delay:1500]]"},
+    }
+    created = await client.post("/api/v1/jobs/createTask", json=body, headers=customer.headers)
+    assert created.status_code == 200, created.text
+    return customer, created.json()["data"]["taskId"]

@@ -18,8 +18,7 @@ from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.jobs.worker import Worker
 from app.media.service import list_task_media
-from tests.conftest import make_customer
-from tests.faults.conftest import Records, runtime_of
+from tests.faults.conftest import Records, create_slow_task, runtime_of
 from tests.support.apps import eventually, wait_for_terminal
 from tests.support.faultproxy import FaultProxy
 
@@ -39,14 +38,7 @@ async def test_a_settle_retry_outlasting_its_lease_still_settles_once(
 ) -> None:
     app, client = faulty
     runtime = runtime_of(app)
-    customer = await make_customer(runtime)
-    body = {
-        "model": "gpt-image-2-text-to-image",
-        "input": {"prompt": "A red bicycle [[delay:1500]]"},
-    }
-    created = await client.post("/api/v1/jobs/createTask", json=body, headers=customer.headers)
-    assert created.status_code == 200, created.text
-    task_id = created.json()["data"]["taskId"]
+    customer, task_id = await create_slow_task(client, runtime)
 
     async def generating() -> bool:
         async with runtime.sessions() as session:
