@@ -73,8 +73,10 @@ class McpGateway:
             base_url=base_url_of(runtime, str(request.base_url)),
         )
         if request.method == "POST":
-            # Room for the largest upload_image call (base64 grows data by a third).
-            limit = runtime.settings.upload_max_bytes * 4 // 3 + 65536
+            # Room for upload_image calls somewhat over the upload limit (base64 grows data
+            # by a third), so they get the tool's own error naming the limit; a body far
+            # larger is refused here before it is held in memory.
+            limit = runtime.settings.upload_max_bytes * 4 + (1 << 20)
             body = await _read_up_to(request, limit)
             problem = _jsonrpc_problem(body, limit)
             if problem is not None:

@@ -218,3 +218,13 @@ async def test_list_tasks_counts_against_the_read_limit(settings: Settings) -> N
             "/api/v1/jobs/recordInfo", params={"taskId": "task_x"}, headers=customer.headers
         )
         assert response.status_code == 429
+
+
+async def test_a_body_far_over_the_upload_limit_is_refused_unread(settings: Settings) -> None:
+    small = settings.model_copy(update={"upload_max_bytes": 1000})
+    async with running_app(small) as (app, client):
+        customer = await make_customer(runtime_of(app))
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "pad": "'
+        response = await _rpc(client, customer, body + b"x" * (2 << 20) + b'"}')
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == -32600
