@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -9,6 +11,21 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_HOST_NAME = re.compile(
+    r"(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?"
+)
+# Seconds between callback attempts: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_CALLBACK_SCHEDULE = (
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
 # Values that must never reach production: copied from examples or left empty.
 _PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
 
@@ -187,6 +204,49 @@ class Settings(BaseSettings):
         "private addresses up front; names not resolved in time are checked at fetch",
     )
 
+    outbound_allowlist: list[str] = Field(
+        default_factory=list,
+        description="JSON list of host names and CIDRs that input fetches and callbacks may "
+        'reach even though they are private (e.g. `["127.0.0.1/32", "hooks.internal"]`); '
+        "finer than `GENGATE_ALLOW_PRIVATE_URLS`",
+    )
+
+    # Callbacks (Standard Webhooks)
+    callback_retry_schedule: list[float] = Field(
+        default_factory=lambda: [
+            5.0,
+            300.0,
+            1800.0,
+            7200.0,
+            18000.0,
+            36000.0,
+            50400.0,
+            72000.0,
+            86400.0,
+        ],
+        description="JSON list of seconds between callback attempts (each with up to 10% "
+        "jitter); its length + 1 attempts in all. The default spans about three days",
+    )
+    callback_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="A callback attempt succeeds on a 2xx within this"
+    )
+    callback_concurrency: int = Field(
+        default=100, gt=0, le=10_000, description="Callback deliveries one worker sends at once"
+    )
+    callback_per_host_concurrency: int = Field(
+        default=50,
+        gt=0,
+        le=10_000,
+        description="Callback deliveries one worker sends to one host at once, so a slow "
+        "receiver cannot hold every slot",
+    )
+    callback_url_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Validity of the result URLs in a callback body (at least 24 h: the body "
+        "is fixed at the first attempt and retries run for about three days)",
+    )
+
     # Uploads (POST /api/v1/files, MCP upload_image)
     upload_max_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes"
@@ -214,6 +274,24 @@ class Settings(BaseSettings):
         description="Honour the prompt directives `[[fail:provider_error]]` and "
         "`[[delay:2000]]` in the `local` provider, for demos and tests",
     )
+
+    @field_validator("callback_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if len(value) > 50 or any(not 0 <= wait <= 30 * 86400 for wait in value):
+            raise ValueError("at most 50 waits, each from 0 to 2592000 seconds")
+        return value
+
+    @field_validator("outbound_allowlist")
+    @classmethod
+    def _allowlist(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(entry):
+                    raise ValueError(f"{entry!r} is neither a CIDR nor a host name") from None
+        return [entry.lower().rstrip(".") for entry in value]
 
     @field_validator("database_url")
     @classmethod

@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from app.accounts.models import Account
+from app.callbacks.models import CallbackAttempt, CallbackDelivery, WebhookSecret
 from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.keys.models import ApiKey
@@ -10,4 +11,14 @@ from app.media.models import MediaFile
 
 metadata = SQLModel.metadata
 
-__all__ = ["Account", "ApiKey", "LedgerEntry", "MediaFile", "Task", "metadata"]
+__all__ = [
+    "Account",
+    "ApiKey",
+    "CallbackAttempt",
+    "CallbackDelivery",
+    "LedgerEntry",
+    "MediaFile",
+    "Task",
+    "WebhookSecret",
+    "metadata",
+]

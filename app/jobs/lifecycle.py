@@ -7,10 +7,11 @@ duplicate, updates nothing and moves no credits.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.callbacks.outbox import enqueue_callback
 from app.core.ids import now_ms
 from app.credits.service import refund_hold, settle_hold
 from app.db.hooks import after_commit
@@ -45,18 +46,36 @@ async def fail_task(
             updated_at=now,
             lease_owner=None,
         )
-        .returning(col(Task.id))
+        .returning(col(Task.account_id), col(Task.callback_url))
     )
     if owner is not None:
         stmt = stmt.where(col(Task.lease_owner) == owner)
-    if (await session.execute(stmt)).scalar_one_or_none() is None:
+    finished = (await session.execute(stmt)).first()
+    if finished is None:
         return False
     if fail_code(code).refunded:
         await refund_hold(session, task_id=task_id, note=code)
     else:
         await settle_hold(session, task_id=task_id)
-    after_commit(session, lambda: notifier.task_finished(task_id))
+    await _finished(session, notifier=notifier, task_id=task_id, finished=finished)
     return True
+
+
+async def _finished(
+    session: AsyncSession,
+    *,
+    notifier: Notifier,
+    task_id: str,
+    finished: Row[tuple[str, str | None]],
+) -> None:
+    """What every terminal transition does besides its credits: queue the task's callback
+    in the same transaction (the outbox), and wake its waiters once that commits."""
+    account_id, callback_url = finished
+    if callback_url:
+        await enqueue_callback(
+            session, notifier=notifier, task_id=task_id, account_id=account_id, url=callback_url
+        )
+    after_commit(session, lambda: notifier.task_finished(task_id))
 
 
 async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: str) -> bool:
@@ -78,12 +97,13 @@ async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: st
             updated_at=now,
             lease_owner=None,
         )
-        .returning(col(Task.id))
+        .returning(col(Task.account_id), col(Task.callback_url))
     )
-    if (await session.execute(stmt)).scalar_one_or_none() is None:
+    finished = (await session.execute(stmt)).first()
+    if finished is None:
         return False
     await settle_hold(session, task_id=task_id)
-    after_commit(session, lambda: notifier.task_finished(task_id))
+    await _finished(session, notifier=notifier, task_id=task_id, finished=finished)
     return True
 
 

@@ -35,6 +35,9 @@ class Notifier:
         self._done_channel = f"{prefix}:done"
         self._keys_channel = f"{prefix}:keys"
         self.work = asyncio.Event()
+        # The callback dispatcher's own flag: it runs beside the task loop, which clears
+        # `work` when it claims, so each loop needs an event it alone clears.
+        self.deliveries = asyncio.Event()
         # Called with a key hash when another process announces a revocation.
         self.on_key_revoked: Callable[[str], None] | None = None
         self._wake_in_flight = False
@@ -59,9 +62,15 @@ class Notifier:
         while self._pending:  # a finished wake-up may have started the one after it
             await asyncio.gather(*self._pending, return_exceptions=True)
 
+    def wake_deliveries(self) -> None:
+        """A callback delivery is due (the same signal as new tasks)."""
+        self.wake_workers()
+
     def wake_workers(self) -> None:
-        """Tell workers (here and, through Redis, elsewhere) that work is due."""
+        """Tell workers (here and, through Redis, elsewhere) that work is due: tasks or
+        callback deliveries (one signal serves both; each loop claims what it finds)."""
         self.work.set()
+        self.deliveries.set()
         if self._redis is None:
             return
         if self._wake_in_flight:
@@ -142,6 +151,7 @@ class Notifier:
                     channel = message["channel"].decode()
                     if channel == self._work_channel:
                         self.work.set()
+                        self.deliveries.set()
                     elif channel == self._keys_channel:
                         if self.on_key_revoked is not None:
                             self.on_key_revoked(message["data"].decode())

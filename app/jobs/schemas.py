@@ -81,6 +81,9 @@ class TaskCreated(PublicModel):
         return cls(task_id=task.id, model=task.model, state=public_state(task.status))
 
 
+CallbackState = Literal["none", "pending", "delivered", "failed"]
+
+
 class TaskRead(PublicModel):
     """The recordInfo `data` object; also the body of a callback."""
 
@@ -105,6 +108,11 @@ class TaskRead(PublicModel):
     complete_time: int | None
     create_time: int
     update_time: int
+    callback_state: CallbackState = Field(
+        default="none",
+        description="none without a callBackUrl; pending until its callback is delivered "
+        "(delivered) or has used every attempt (failed)",
+    )
 
 
 class EstimateRead(PublicModel):

@@ -47,6 +47,7 @@ from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
 from app.media.service import signed_media_ref
+from app.net.policy import outbound_policy
 from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax, check_url_target
 from app.runtime import Runtime
 
@@ -122,7 +123,7 @@ async def _check_urls(
     addresses, literal or behind a name. Names that do not resolve in time are let through.
     """
     settings = runtime.settings
-    policy = UrlPolicy(allow_private=settings.allow_private_urls)
+    policy = outbound_policy(settings)
     now_s = now_ms() // 1000
     own = []
     for where, url in inputs:

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.callbacks.models import CallbackDelivery
 from app.core.errors import (
     InvalidInput,
     NotFound,
@@ -27,7 +28,7 @@ from app.core.errors import (
 from app.core.ids import now_ms
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
-from app.jobs.schemas import TaskPage, TaskRead
+from app.jobs.schemas import CallbackState, TaskPage, TaskRead
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_QUERY
@@ -69,26 +70,68 @@ async def read_task(
     ).first()
     if row is None:
         raise NotFound("task not found")
-    task, ahead = row
+    task, ahead, callback = row
     position = None if ahead is None else int(ahead) + 1
-    return await _view(session, runtime=runtime, task=task, base_url=base_url, position=position)
+    return await _view(
+        session,
+        runtime=runtime,
+        task=task,
+        base_url=base_url,
+        position=position,
+        callback=callback_state_of(task, callback),
+    )
 
 
 async def describe_task(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    task: Task,
+    base_url: str,
+    url_ttl_s: int | None = None,
 ) -> TaskRead:
     """The public view of a task (recordInfo data, callback body)."""
     position = await _queue_position(session, task) if task.status == "queued" else None
-    return await _view(session, runtime=runtime, task=task, base_url=base_url, position=position)
+    latest = None
+    if task.callback_url:
+        latest = await session.scalar(_LATEST_DELIVERY, {"task_id": task.id})
+    return await _view(
+        session,
+        runtime=runtime,
+        task=task,
+        base_url=base_url,
+        position=position,
+        callback=callback_state_of(task, latest),
+        url_ttl_s=url_ttl_s,
+    )
+
+
+def callback_state_of(task: Task, latest_delivery: str | None) -> CallbackState:
+    """`none` without a callback URL; else the state of the task's newest delivery (pending
+    until the task finishes and its delivery succeeds or gives up)."""
+    if not task.callback_url:
+        return "none"
+    if latest_delivery in ("delivered", "failed"):
+        return latest_delivery  # type: ignore[return-value]
+    return "pending"
 
 
 async def _view(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str, position: int | None
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    task: Task,
+    base_url: str,
+    position: int | None,
+    callback: CallbackState,
+    url_ttl_s: int | None = None,
 ) -> TaskRead:
     waiting = task.status in ACTIVE_STATUSES
     result_json = None
     if task.status == TaskStatus.SUCCESS.value:
-        files = await result_files(session, runtime=runtime, task=task, base_url=base_url)
+        files = await result_files(
+            session, runtime=runtime, task=task, base_url=base_url, ttl_s=url_ttl_s
+        )
         urls = [f.url for f in files]
         result_json = json.dumps({"resultUrls": urls}, separators=(",", ":"))
     failure = fail_code(task.fail_code) if task.fail_code else None
@@ -109,6 +152,7 @@ async def _view(
         complete_time=task.completed_at,
         create_time=task.created_at,
         update_time=task.updated_at,
+        callback_state=callback,
     )
 
 
@@ -122,12 +166,18 @@ class ResultFile:
 
 
 async def result_files(
-    session: AsyncSession, *, runtime: Runtime, task: Task, base_url: str
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    task: Task,
+    base_url: str,
+    ttl_s: int | None = None,
 ) -> list[ResultFile]:
-    """A finished task's files, each with a freshly signed URL."""
+    """A finished task's files, each with a freshly signed URL (valid `ttl_s`, by default
+    the media URL setting)."""
     if task.status != TaskStatus.SUCCESS.value:
         return []
-    ttl, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
+    ttl, now_s = ttl_s or runtime.settings.media_url_ttl_seconds, now_ms() // 1000
     return [
         ResultFile(
             url=media_url(
@@ -167,12 +217,32 @@ def _queued_ahead(due_at: ColumnElement[int], task_id: ColumnElement[str]) -> Sc
     return select(func.count()).select_from(rows).scalar_subquery()
 
 
+_DELIVERIES = CallbackDelivery.metadata.tables["callback_delivery"]
+# The newest delivery's status: what callbackState reports.
+_LATEST_DELIVERY = (
+    select(_DELIVERIES.c.status)
+    .where(_DELIVERIES.c.task_id == bindparam("task_id"))
+    .order_by(_DELIVERIES.c.created_at.desc(), _DELIVERIES.c.id.desc())
+    .limit(1)
+)
 _READ_TASK = select(
     Task,
     case(
         (
             col(Task.status) == TaskStatus.QUEUED.value,
             _queued_ahead(_TASKS.c.due_at, _TASKS.c.id),
+        ),
+        else_=None,
+    ),
+    case(
+        (
+            col(Task.callback_url).is_not(None),
+            select(_DELIVERIES.c.status)
+            .where(_DELIVERIES.c.task_id == _TASKS.c.id)
+            .order_by(_DELIVERIES.c.created_at.desc(), _DELIVERIES.c.id.desc())
+            .limit(1)
+            .correlate(_TASKS)
+            .scalar_subquery(),
         ),
         else_=None,
     ),

@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.callbacks.dispatcher import CallbackDispatcher
 from app.core.errors import AppError
 from app.core.ids import now_ms
+from app.core.loops import log_failure, wait_any
 from app.core.outages import is_outage
 from app.jobs.lifecycle import expire_overdue, fail_task, succeed_task
 from app.jobs.models import Task
@@ -77,6 +79,9 @@ class Worker:
         """Work until `stop` is set; then let running tasks finish for a moment."""
         notifier = self._runtime.notifier
         next_sweep = 0
+        # Callbacks go out beside the tasks, from a pool of their own.
+        dispatcher = CallbackDispatcher(self._runtime, owner=self.owner)
+        delivering = asyncio.create_task(dispatcher.run(stop), name="callbacks")
         while not stop.is_set():
             # Cleared before claiming, so a wake-up that arrives during the claim counts.
             notifier.work.clear()
@@ -88,11 +93,12 @@ class Worker:
                 next_sweep = now_ms() + int(self._settings.scan_interval_seconds * 1000)
             if free > 0 and claimed == free:
                 continue  # there may be more due work right now
-            await _wait_any(
+            await wait_any(
                 [stop, self._slot_freed] + ([notifier.work] if claimed < free else []),
                 within_s=self._settings.scan_interval_seconds,
             )
         await self._drain()
+        await delivering
 
     async def _claim(self, free: int) -> int:
         try:
@@ -102,7 +108,7 @@ class Worker:
                 )
                 await session.commit()
         except Exception as exc:
-            _log_failure("claiming tasks failed", exc)
+            log_failure(log, "claiming tasks failed", exc)
             return 0
         for task in tasks:
             if task.id in self._active:
@@ -132,7 +138,7 @@ class Worker:
             if purged:
                 log.info("deleted %d expired uploads", purged)
         except Exception as exc:
-            _log_failure("expiry sweep failed", exc)
+            log_failure(log, "expiry sweep failed", exc)
 
     async def _drain(self, grace_s: float = 10.0) -> None:
         if not self._running:
@@ -357,14 +363,6 @@ class Worker:
         _discard(store, task.id, stored, keep=in_use)
 
 
-def _log_failure(what: str, exc: Exception) -> None:
-    # An outage repeats this every scan: one line each, not a stack trace each.
-    if is_outage(exc):
-        log.warning("%s: database unavailable (%s)", what, type(exc).__name__)
-    else:
-        log.exception(what, exc_info=exc)
-
-
 def _discard(
     store: LocalMediaStore,
     task_id: str,
@@ -376,15 +374,6 @@ def _discard(
     if paths:
         with contextlib.suppress(OSError):
             store.delete_task(task_id, paths)
-
-
-async def _wait_any(events: list[asyncio.Event], *, within_s: float) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _wait_any_future(work: asyncio.Future[Outcome], lost: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ gateway read cloud metadata credentials or poke services on the private network.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -69,6 +70,27 @@ class UrlPolicy:
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 15.0
     allowed_schemes: frozenset[str] = frozenset({"http", "https"})
+    # Host names and networks the operator lets through although they are not public.
+    allowlist: tuple[str, ...] = ()
+
+    def allows_host(self, host: str) -> bool:
+        return host in self.allowlist
+
+    def allows_address(self, address: IPAddress) -> bool:
+        return any(address in network for network in _networks(self.allowlist))
+
+
+@functools.cache
+def _networks(
+    allowlist: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    found = []
+    for entry in allowlist:
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue  # a host name
+    return tuple(found)
 
 
 def check_url_syntax(url: str, policy: UrlPolicy) -> None:
@@ -84,11 +106,11 @@ def check_url_syntax(url: str, policy: UrlPolicy) -> None:
     if parsed.userinfo:
         raise UrlRefused("credentials in the URL (user:password@) are not allowed")
     host = _host(parsed)
-    if policy.allow_private:
+    if policy.allow_private or policy.allows_host(host):
         return
     _check_host_name(host)
     literal = _ip_literal(host)
-    if literal is not None:
+    if literal is not None and not policy.allows_address(literal):
         kind = _forbidden_kind(literal)
         if kind is not None:
             raise UrlRefused(f"address {host} is {kind}; {_NOT_ALLOWED}")
@@ -110,9 +132,12 @@ async def resolve_and_check(url: str, policy: UrlPolicy) -> list[str]:
         raise FetchFailed(f"could not resolve host {host}") from None
     if not addresses:
         raise FetchFailed(f"host {host} has no addresses")
-    if not policy.allow_private:
+    if not policy.allow_private and not policy.allows_host(host):
         for address in addresses:
-            kind = _forbidden_kind(ipaddress.ip_address(address))
+            parsed_address = ipaddress.ip_address(address)
+            if policy.allows_address(parsed_address):
+                continue
+            kind = _forbidden_kind(parsed_address)
             if kind is not None:
                 raise UrlRefused(
                     f"host {host} resolves to {address}, which is {kind}; {_NOT_ALLOWED}"

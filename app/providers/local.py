@@ -15,7 +15,8 @@ import httpx
 
 from app.core.config import Settings
 from app.media.sources import MediaSourceReader
-from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.net.policy import outbound_policy
+from app.net.url_guard import FetchFailed, UrlRefused, fetch_bytes
 from app.providers.base import Completed, Failed, Outcome, Output, ProgressReporter, ProviderJob
 from app.providers.local_art import check_quality
 from app.providers.local_render import (
@@ -42,11 +43,7 @@ class LocalProvider:
         self._settings = settings
         self._http = http
         self._sources = sources
-        self._policy = UrlPolicy(
-            allow_private=settings.allow_private_urls,
-            max_bytes=settings.fetch_max_bytes,
-            timeout_s=settings.fetch_timeout_seconds,
-        )
+        self._policy = outbound_policy(settings)
 
     async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
         prompt = str(job.input.get("prompt", ""))

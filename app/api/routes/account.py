@@ -6,6 +6,8 @@ from app.accounts.schemas import AccountRead
 from app.accounts.service import describe_account
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
+from app.callbacks.schemas import WebhookSecretRead
+from app.callbacks.service import read_webhook_secret, roll_secret
 from app.credits.schemas import LedgerEntryRead, LedgerPage
 from app.credits.service import list_ledger
 from app.db.types import BIGINT_MAX
@@ -52,3 +54,23 @@ async def read_ledger(
             next_cursor=page[-1].id if has_more and page else None,
         )
     )
+
+
+@router.get(
+    "/webhook-secret",
+    summary="The secret callbacks are signed with (Standard Webhooks)",
+    responses=error_responses(403),
+)
+async def read_secret(session: SessionDep, principal: PrincipalDep) -> Envelope[WebhookSecretRead]:
+    return ok(await read_webhook_secret(session, principal=principal))
+
+
+@router.post(
+    "/webhook-secret/roll",
+    summary="Make a new signing secret; the old one keeps signing for 24 hours",
+    responses=error_responses(403),
+)
+async def roll_webhook_secret(
+    session: SessionDep, principal: PrincipalDep
+) -> Envelope[WebhookSecretRead]:
+    return ok(await roll_secret(session, principal=principal))

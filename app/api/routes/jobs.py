@@ -5,6 +5,8 @@ from pydantic import BaseModel
 
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
+from app.callbacks.schemas import CallbackList
+from app.callbacks.service import read_callbacks, redeliver_callback
 from app.core.text import NO_NUL_PATTERN, SafeText
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
 from app.jobs.service import REQUEST_ID_MAX, cancel_task, create_task, estimate_task
@@ -118,3 +120,29 @@ async def cancel(
     task = await cancel_task(session, runtime=runtime, principal=principal, task_id=task_id)
     base_url = base_url_of(runtime, str(request.base_url))
     return ok(await describe_task(session, runtime=runtime, task=task, base_url=base_url))
+
+
+@router.get(
+    "/callbacks",
+    summary="A task's callback deliveries and every attempt",
+    response_model=Envelope[CallbackList],
+    responses=error_responses(404),
+)
+async def callbacks(
+    session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep, task_id: TaskIdQuery
+) -> Envelope[CallbackList]:
+    return ok(await read_callbacks(session, runtime=runtime, principal=principal, task_id=task_id))
+
+
+@router.post(
+    "/callbacks/redeliver",
+    summary="Send a finished task's callback again (a new webhook-id)",
+    response_model=Envelope[CallbackList],
+    responses=error_responses(404, 409),
+)
+async def redeliver(
+    session: SessionDep, principal: PrincipalDep, runtime: RuntimeDep, task_id: TaskIdQuery
+) -> Envelope[CallbackList]:
+    return ok(
+        await redeliver_callback(session, runtime=runtime, principal=principal, task_id=task_id)
+    )

@@ -1,0 +1,1 @@
+"""Callbacks: signed Standard Webhooks deliveries of finished tasks, from an outbox."""

@@ -1,0 +1,241 @@
+"""Sends due callbacks: claims deliveries under a lease, signs, POSTs, records each attempt.
+
+It runs beside the task loop in every worker process, with its own pool of concurrent
+sends, so a receiver that hangs holds a delivery slot for at most the callback timeout and
+never a task slot; a per-host cap keeps one slow receiver from taking every delivery slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from urllib.parse import urlsplit
+
+from app.callbacks.models import CallbackAttempt, CallbackDelivery
+from app.callbacks.queue import claim_due_deliveries, fix_body, postpone, record_attempt
+from app.callbacks.schedule import judge
+from app.callbacks.secrets import get_webhook_secret, sign, signing_secrets
+from app.core.ids import now_ms
+from app.core.loops import log_failure, wait_any
+from app.jobs.models import Task
+from app.jobs.views import base_url_of, describe_task
+from app.net.policy import outbound_policy
+from app.net.url_guard import FetchFailed, UrlRefused, post_json
+from app.runtime import Runtime
+
+log = logging.getLogger("gengate.callbacks")
+
+EXCERPT_BYTES = 1024
+# Most of a receiver's answer is never looked at; reading stops here.
+MAX_RESPONSE_BYTES = 64 * 1024
+# A claimed delivery whose host is at its cap here is handed back for this long.
+BUSY_HOST_RETRY_MS = 250
+# A delivery that could not be prepared (database away) is tried again after this long.
+PREPARE_RETRY_MS = 5000
+USER_AGENT = "gengate-webhooks"
+
+
+class CallbackDispatcher:
+    def __init__(self, runtime: Runtime, *, owner: str) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self.owner = owner
+        self._policy = outbound_policy(
+            runtime.settings,
+            timeout_s=runtime.settings.callback_timeout_seconds,
+            max_bytes=MAX_RESPONSE_BYTES,
+        )
+        # Longer than any one send, so a live sender never loses its delivery to another.
+        self._lease_ms = int((2 * runtime.settings.callback_timeout_seconds + 5) * 1000)
+        self._running: set[asyncio.Task[None]] = set()
+        self._per_host: Counter[str] = Counter()
+        self._slot_freed = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then let sends in flight finish for a moment."""
+        notifier = self._runtime.notifier
+        scan_s = self._settings.scan_interval_seconds
+        while not stop.is_set():
+            notifier.deliveries.clear()
+            self._slot_freed.clear()
+            free = self._settings.callback_concurrency - len(self._running)
+            claimed = await self._claim(free) if free > 0 else 0
+            if free > 0 and claimed == free:
+                continue
+            waits = [stop, self._slot_freed] + ([notifier.deliveries] if claimed < free else [])
+            await wait_any(waits, within_s=scan_s)
+        if self._running:
+            _done, pending = await asyncio.wait(
+                self._running, timeout=self._settings.callback_timeout_seconds + 1
+            )
+            for sending in pending:
+                sending.cancel()  # its lease runs out and another worker sends it
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim(self, free: int) -> int:
+        try:
+            async with self._runtime.sessions() as session:
+                deliveries = await claim_due_deliveries(
+                    session, owner=self.owner, limit=free, lease_ms=self._lease_ms
+                )
+                busy = [d for d in deliveries if not self._take_host_slot(d)]
+                for delivery in busy:
+                    await postpone(
+                        session,
+                        delivery_id=delivery.id,
+                        owner=self.owner,
+                        due_at=now_ms() + BUSY_HOST_RETRY_MS,
+                    )
+                await session.commit()
+        except Exception as exc:
+            log_failure(log, "claiming callback deliveries failed", exc)
+            return 0
+        for delivery in deliveries:
+            if delivery in busy:
+                continue
+            sending = asyncio.create_task(self._deliver(delivery), name=f"callback {delivery.id}")
+            self._running.add(sending)
+            sending.add_done_callback(self._done)
+        return len(deliveries)
+
+    def _take_host_slot(self, delivery: CallbackDelivery) -> bool:
+        host = _host_of(delivery.url)
+        if self._per_host[host] >= self._settings.callback_per_host_concurrency:
+            return False
+        self._per_host[host] += 1
+        return True
+
+    def _done(self, sending: asyncio.Task[None]) -> None:
+        self._running.discard(sending)
+        self._slot_freed.set()
+
+    async def _deliver(self, delivery: CallbackDelivery) -> None:
+        try:
+            await self._attempt(delivery)
+        except Exception as exc:
+            log_failure(log, f"callback {delivery.id} failed before it was recorded", exc)
+        finally:
+            host = _host_of(delivery.url)
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
+
+    async def _attempt(self, delivery: CallbackDelivery) -> None:
+        try:
+            body, keys = await self._prepare(delivery)
+        except Exception as exc:
+            log_failure(log, f"preparing callback {delivery.id} failed", exc)
+            async with self._runtime.sessions() as session:
+                await postpone(
+                    session,
+                    delivery_id=delivery.id,
+                    owner=self.owner,
+                    due_at=now_ms() + PREPARE_RETRY_MS,
+                )
+                await session.commit()
+            return
+        attempt = await self._send(delivery, body, keys)
+        number = delivery.attempts + 1
+        verdict = judge(
+            attempt=number,
+            schedule=self._settings.callback_retry_schedule,
+            status_code=attempt.status_code,
+            retry_after=attempt.retry_after,
+        )
+        record = attempt.row
+        record.number = number
+        next_due = None if verdict.wait_s is None else now_ms() + int(verdict.wait_s * 1000)
+        async with self._runtime.sessions() as session:
+            kept = await record_attempt(
+                session,
+                delivery=delivery,
+                owner=self.owner,
+                attempt=record,
+                status=verdict.status,
+                next_due_at=next_due,
+            )
+            await session.commit()
+        if not kept:
+            log.warning("callback %s: lease lost during attempt %d", delivery.id, number)
+        log.info(
+            "callback %s attempt %d: %s -> %s",
+            delivery.id,
+            number,
+            record.status_code or record.error,
+            verdict.status.value,
+        )
+
+    async def _prepare(self, delivery: CallbackDelivery) -> tuple[str, list[str]]:
+        """The body (fixed at the first attempt) and the secrets to sign it with now."""
+        async with self._runtime.sessions() as session:
+            body = delivery.body
+            if body is None:
+                body = await fix_body(
+                    session, delivery_id=delivery.id, body=await self._body_of(session, delivery)
+                )
+            secret = await get_webhook_secret(session, account_id=delivery.account_id)
+            keys = signing_secrets(secret, now=now_ms())
+            await session.commit()
+        return body, keys
+
+    async def _body_of(self, session, delivery: CallbackDelivery) -> str:  # type: ignore[no-untyped-def]
+        """`{"code", "msg", "data"}` with recordInfo's data, its URLs valid for days."""
+        task = await session.get(Task, delivery.task_id)
+        view = await describe_task(
+            session,
+            runtime=self._runtime,
+            task=task,
+            base_url=base_url_of(self._runtime, None),
+            url_ttl_s=self._settings.callback_url_ttl_seconds,
+        )
+        success = view.state == "success"
+        payload = {
+            "code": 200 if success else 501,
+            "msg": "success" if success else (view.fail_msg or "failed"),
+            "data": view.model_dump(mode="json", by_alias=True),
+        }
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+    async def _send(self, delivery: CallbackDelivery, body: str, keys: list[str]) -> _Sent:
+        timestamp = int(time.time())
+        headers = {
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(keys, msg_id=delivery.id, timestamp_s=timestamp, body=body),
+            "User-Agent": USER_AGENT,
+        }
+        row = CallbackAttempt(delivery_id=delivery.id, number=0, started_at=now_ms())
+        started = time.monotonic()
+        retry_after = None
+        try:
+            response = await post_json(
+                self._runtime.http, delivery.url, body.encode(), headers, self._policy
+            )
+            row.status_code = response.status_code
+            row.response_excerpt = response.content[:EXCERPT_BYTES].decode(errors="replace")
+            retry_after = response.headers.get("retry-after")
+            if 300 <= response.status_code < 400:
+                row.error = "redirect not followed"
+        except UrlRefused as exc:
+            row.error = f"refused: {exc.reason}"[:300]
+        except FetchFailed as exc:
+            row.error = str(exc)[:300]
+        row.latency_ms = int((time.monotonic() - started) * 1000)
+        return _Sent(row, retry_after)
+
+
+class _Sent:
+    def __init__(self, row: CallbackAttempt, retry_after: str | None) -> None:
+        self.row = row
+        self.retry_after = retry_after
+
+    @property
+    def status_code(self) -> int | None:
+        return self.row.status_code
+
+
+def _host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()

@@ -1,0 +1,64 @@
+"""What callers may do with callbacks: read a task's deliveries, redeliver, and see or roll
+the account's signing secret. Delivery itself is the dispatcher's."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.callbacks.outbox import list_deliveries, redeliver
+from app.callbacks.schemas import CallbackList, WebhookSecretRead
+from app.callbacks.secrets import get_webhook_secret, roll_webhook_secret
+from app.core.ids import now_ms
+from app.jobs.models import Task
+from app.jobs.views import callback_state_of, get_task
+from app.keys.scopes import Scope
+from app.keys.service import Principal
+from app.limits.service import GROUP_QUERY
+from app.runtime import Runtime
+
+
+async def read_callbacks(
+    session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str | None
+) -> CallbackList:
+    """A task's deliveries and attempts, newest first. Raises RateLimited, InvalidInput,
+    NotFound."""
+    principal.require(Scope.TASKS_READ)
+    await runtime.limiter.hit(principal, GROUP_QUERY)
+    task = await get_task(session, principal=principal, task_id=task_id)
+    return await _callbacks_of(session, task)
+
+
+async def redeliver_callback(
+    session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str | None
+) -> CallbackList:
+    """Send the task's current callback again, with a new webhook-id. Raises NotFound,
+    Conflict (no callBackUrl, still waiting, or a delivery still pending)."""
+    principal.require(Scope.TASKS_CREATE)
+    await runtime.limiter.hit(principal, GROUP_QUERY)
+    task = await get_task(session, principal=principal, task_id=task_id)
+    await redeliver(session, notifier=runtime.notifier, task=task)
+    return await _callbacks_of(session, task)
+
+
+async def _callbacks_of(session: AsyncSession, task: Task) -> CallbackList:
+    deliveries = await list_deliveries(session, task=task)
+    latest = deliveries[0].state if deliveries else None
+    return CallbackList(
+        task_id=task.id,
+        callback_state=callback_state_of(task, latest),
+        deliveries=deliveries,
+    )
+
+
+async def read_webhook_secret(session: AsyncSession, *, principal: Principal) -> WebhookSecretRead:
+    """The account's whsec_ secret (made on first use). Raises PermissionDenied."""
+    principal.require(Scope.KEYS_MANAGE)
+    row = await get_webhook_secret(session, account_id=principal.account_id)
+    return WebhookSecretRead.of(row, now=now_ms())
+
+
+async def roll_secret(session: AsyncSession, *, principal: Principal) -> WebhookSecretRead:
+    """A new secret; the old one keeps signing too for 24 hours. Raises PermissionDenied."""
+    principal.require(Scope.KEYS_MANAGE)
+    row = await roll_webhook_secret(session, account_id=principal.account_id)
+    return WebhookSecretRead.of(row, now=now_ms())
