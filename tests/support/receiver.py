@@ -38,8 +38,11 @@ class Receiver:
 
 
 @contextmanager
-def receiving(answer: Callable[[Received, int], Answer] | None = None) -> Iterator[Receiver]:
-    """A receiver on 127.0.0.1; yields it with its base URL (answers 200 unless told)."""
+def receiving(
+    answer: Callable[[Received, int], Answer] | None = None, *, host: str = "127.0.0.1"
+) -> Iterator[Receiver]:
+    """A receiver on `host` (a loopback address); yields it with its base URL (answers 200
+    unless told). Two receivers on different hosts stand for two unrelated receivers."""
     lock = threading.Lock()
     receiver = Receiver("", [], answer or (lambda _request, _before: Answer()))
 
@@ -73,9 +76,9 @@ def receiving(answer: Callable[[Received, int], Answer] | None = None) -> Iterat
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    receiver.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
