@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -18,9 +19,13 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import create_account, get_account
+from app.callbacks.schemas import CallbackDeliveryRead, WebhookSecretRead
+from app.callbacks.secrets import get_webhook_secret, roll_webhook_secret
+from app.callbacks.service import read_any_task_callbacks
 from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.ids import now_ms
 from app.credits.service import grant_credits
 from app.db.migrate import upgrade_database
 from app.keys.models import ApiKey
@@ -40,9 +45,15 @@ db_app = typer.Typer(help="Database schema.")
 accounts_app = typer.Typer(help="Accounts.")
 keys_app = typer.Typer(help="API keys.")
 credits_app = typer.Typer(help="Credits.")
-for sub, name in ((db_app, "db"), (accounts_app, "accounts"), (keys_app, "keys")):
+webhooks_app = typer.Typer(help="Callbacks: signing secrets and deliveries.")
+for sub, name in (
+    (db_app, "db"),
+    (accounts_app, "accounts"),
+    (keys_app, "keys"),
+    (credits_app, "credits"),
+    (webhooks_app, "webhooks"),
+):
     app.add_typer(sub, name=name)
-app.add_typer(credits_app, name="credits")
 
 console = Console()
 
@@ -228,6 +239,97 @@ def credits_grant(
         {"id": entry.id, "account_id": account, "amount": amount, "balance": entry.balance_after},
         lambda: console.print(f"granted {amount}; balance {entry.balance_after}"),
     )
+
+
+def _time(ms: int | None) -> str:
+    return (
+        ""
+        if ms is None
+        else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+    )
+
+
+def _show_secret(ctx: typer.Context, secret: WebhookSecretRead, *, headline: str) -> None:
+    """The secret goes to stdout only: it signs every callback of the account."""
+
+    def human() -> None:
+        console.print(f"{headline}:\n{secret.secret}", highlight=False, soft_wrap=True)
+        if secret.previous_secret_valid_until is not None:
+            until = _time(secret.previous_secret_valid_until)
+            console.print(
+                f"callbacks are signed with the previous secret too until {until}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    _emit(ctx, secret.model_dump(mode="json", by_alias=True), human)
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Option(help="Account id.")],
+) -> None:
+    """Show the account's whsec_ secret that callbacks are signed with (made on first use)."""
+
+    async def read(session: AsyncSession) -> WebhookSecretRead:
+        await get_account(session, account_id=account)  # an unknown account is an error
+        row = await get_webhook_secret(session, account_id=account)
+        return WebhookSecretRead.of(row, now=now_ms())
+
+    _show_secret(ctx, _run(read, field="account"), headline=f"webhook secret of {account}")
+
+
+@webhooks_app.command("roll")
+def webhooks_roll(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Option(help="Account id.")],
+) -> None:
+    """Make a new secret; callbacks carry the old one's signature too for 24 hours."""
+
+    async def roll(session: AsyncSession) -> WebhookSecretRead:
+        await get_account(session, account_id=account)
+        row = await roll_webhook_secret(session, account_id=account)
+        return WebhookSecretRead.of(row, now=now_ms())
+
+    _show_secret(ctx, _run(roll, field="account"), headline=f"new webhook secret of {account}")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="Task id.")],
+) -> None:
+    """List a task's callback deliveries (newest first) and every attempt."""
+    listed = _run(lambda s: read_any_task_callbacks(s, task_id=task), field="task")
+
+    def human() -> None:
+        console.print(f"task {listed.task_id}: callback {listed.callback_state}", highlight=False)
+        for delivery in listed.deliveries:
+            _print_delivery(delivery)
+
+    _emit(ctx, listed.model_dump(mode="json", by_alias=True), human)
+
+
+def _print_delivery(delivery: CallbackDeliveryRead) -> None:
+    # Ids and URLs on a line of their own: a table column would fold them, and people copy them.
+    state = delivery.state
+    if delivery.next_attempt_time is not None:
+        state += f", next attempt {_time(delivery.next_attempt_time)}"
+    console.print(
+        f"delivery {delivery.id} ({state}) to {delivery.url}", highlight=False, soft_wrap=True
+    )
+    if delivery.attempts:
+        table = Table("attempt", "time (UTC)", "status", "ms", "error")
+        for a in delivery.attempts:
+            table.add_row(
+                str(a.number),
+                _time(a.time),
+                "" if a.status_code is None else str(a.status_code),
+                "" if a.latency_ms is None else str(a.latency_ms),
+                a.error or "",
+            )
+        console.print(table)
 
 
 @app.command("serve")

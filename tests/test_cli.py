@@ -4,6 +4,7 @@ Errors: with `--json`, exactly one `{"error", "field"}` object on stdout and not
 without it, readable text on stderr and nothing on stdout. Never a traceback.
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -12,10 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
 from app.cli import app
 from app.core.config import Settings
+from tests.conftest import make_customer
+from tests.support.apps import eventually, running_app, runtime_of, wait_for_terminal
+from tests.support.receiver import Answer, receiving
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +99,9 @@ ERRORS = [
     (["keys", "create", "--account", "acct_nope"], 1, "account not found", "account"),
     (["keys", "list", "--account", "acct_nope"], 1, "account not found", "account"),
     (["keys", "revoke", "key_nope"], 1, "key not found", "key_id"),
+    (["webhooks", "secret", "--account", "acct_nope"], 1, "account not found", "account"),
+    (["webhooks", "roll", "--account", "acct_nope"], 1, "account not found", "account"),
+    (["webhooks", "deliveries", "--task", "task_nope"], 1, "task not found", "task"),
     # bad values the services or the settings refuse
     (
         ["keys", "create", "--account", "ACCOUNT", "--scope", "tasks:delete"],
@@ -116,6 +124,8 @@ ERRORS = [
     (["keys", "create"], 2, "Missing option '--account'", "account"),
     (["keys", "create", "--account"], 2, "requires an argument", "account"),
     (["keys", "revoke"], 2, "Missing argument", "key_id"),
+    (["webhooks", "roll"], 2, "Missing option '--account'", "account"),
+    (["webhooks", "deliveries"], 2, "Missing option '--task'", "task"),
     (["keys", "list", "--bogus"], 2, "No such option: --bogus", "bogus"),
     (["keys", "frobnicate"], 2, "No such command 'frobnicate'", None),
     (["keys"], 2, "Missing command", None),
@@ -164,6 +174,99 @@ def test_unknown_scope_lists_the_allowed_ones(account_id: str) -> None:
     payload = _one_json_error(result.stdout, result.stderr)
     assert payload["allowed"] == ["keys:manage", "tasks:create", "tasks:read"]
     assert _json("keys", "list", "--account", account_id)["keys"] == []  # nothing was created
+
+
+def test_webhook_secret_is_made_once_and_rolled_with_an_overlap(account_id: str) -> None:
+    first = _json("webhooks", "secret", "--account", account_id)
+    assert first["secret"].startswith("whsec_")
+    assert first["previousSecretValidUntil"] is None and first["rollTime"] is None
+    assert _json("webhooks", "secret", "--account", account_id) == first
+
+    other = _json("accounts", "create", "--name", "other")["id"]
+    assert _json("webhooks", "secret", "--account", other)["secret"] != first["secret"]
+
+    rolled = _json("webhooks", "roll", "--account", account_id)
+    assert rolled["secret"].startswith("whsec_") and rolled["secret"] != first["secret"]
+    assert rolled["createTime"] == first["createTime"] and rolled["rollTime"] is not None
+    assert rolled["previousSecretValidUntil"] == rolled["rollTime"] + 24 * 3600 * 1000
+    assert _json("webhooks", "secret", "--account", account_id) == rolled
+
+
+def test_webhook_secret_for_people_goes_to_stdout_only(
+    account_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    shown = runner.invoke(app, ["webhooks", "secret", "--account", account_id])
+    assert shown.exit_code == 0 and shown.stderr == "", shown.output
+    secret = _json("webhooks", "secret", "--account", account_id)["secret"]
+    assert secret in shown.stdout.split()
+    assert "previous secret" not in shown.stdout
+
+    rolled = runner.invoke(app, ["webhooks", "roll", "--account", account_id])
+    assert rolled.exit_code == 0 and rolled.stderr == "", rolled.output
+    new_secret = _json("webhooks", "secret", "--account", account_id)["secret"]
+    assert new_secret in rolled.stdout.split() and secret not in rolled.stdout
+    assert "signed with the previous secret too until" in _flat(rolled.stdout)
+    assert secret not in caplog.text and new_secret not in caplog.text
+
+
+async def _finished_tasks(callback_url: str) -> tuple[str, str, str]:
+    """An account, a task of it that called back to `callback_url`, and one without a URL."""
+    async with running_app(Settings(_env_file=None)) as (application, client):  # type: ignore[call-arg]
+        customer = await make_customer(runtime_of(application))
+        ids = []
+        for extra in ({"callBackUrl": callback_url}, {}):
+            body = {"model": "gpt-image-2-text-to-image", "input": {"prompt": "a kite"}, **extra}
+            response = await client.post(
+                "/api/v1/jobs/createTask", json=body, headers=customer.headers
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["data"]["taskId"])
+        for task_id in ids:
+            await wait_for_terminal(client, customer.headers, task_id)
+
+        async def delivered() -> bool:
+            response = await client.get(
+                "/api/v1/jobs/recordInfo", params={"taskId": ids[0]}, headers=customer.headers
+            )
+            return bool(response.json()["data"]["callbackState"] == "delivered")
+
+        await eventually(delivered, what="the callback to be delivered")
+    return customer.account.id, ids[0], ids[1]
+
+
+def test_deliveries_of_a_task(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENGATE_OUTBOUND_ALLOWLIST", '["127.0.0.1/32"]')
+    monkeypatch.setenv("GENGATE_CALLBACK_RETRY_SCHEDULE", "[0.2, 0.2]")
+    with receiving(lambda _request, before: Answer(500) if before == 0 else Answer()) as receiver:
+        account, called, silent = asyncio.run(_finished_tasks(receiver.url + "/hook"))
+    sent = receiver.on("/hook")
+
+    listed = _json("webhooks", "deliveries", "--task", called)
+    assert listed["taskId"] == called and listed["callbackState"] == "delivered"
+    (delivery,) = listed["deliveries"]
+    assert delivery["state"] == "delivered" and delivery["nextAttemptTime"] is None
+    assert [a["number"] for a in delivery["attempts"]] == [1, 2]
+    assert [a["statusCode"] for a in delivery["attempts"]] == [500, 200]
+    assert [r.headers["webhook-id"] for r in sent] == [delivery["id"]] * 2
+    # The secret the CLI shows is the one the callbacks were signed with.
+    webhook = Webhook(_json("webhooks", "secret", "--account", account)["secret"])
+    for request in sent:
+        assert webhook.verify(request.body.decode(), request.headers)["data"]["taskId"] == called
+
+    assert _json("webhooks", "deliveries", "--task", silent) == {
+        "taskId": silent,
+        "callbackState": "none",
+        "deliveries": [],
+    }
+
+    people = runner.invoke(app, ["webhooks", "deliveries", "--task", called])
+    assert people.exit_code == 0 and people.stderr == "", people.output
+    lines = people.stdout.splitlines()
+    assert lines[0] == f"task {called}: callback delivered"
+    assert lines[1] == f"delivery {delivery['id']} (delivered) to {receiver.url}/hook"
+    rows = [_flat(line).split() for line in lines[2:]]
+    attempts = [(row[0], row[2]) for row in rows if row and row[0] in ("1", "2")]
+    assert attempts == [("1", "500"), ("2", "200")], people.stdout
 
 
 def test_a_value_after_double_dash_is_not_the_json_flag(account_id: str) -> None:
@@ -244,6 +347,7 @@ def _unreachable_databases(tmp_path: Path) -> list[str]:
         ["credits", "grant", "acct_x", "5"],
         ["keys", "create", "--account", "acct_x"],
         ["keys", "revoke", "key_x"],
+        ["webhooks", "secret", "--account", "acct_x"],
     ],
 )
 def test_database_unreachable(

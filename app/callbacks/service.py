@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks.outbox import list_deliveries, redeliver
 from app.callbacks.schemas import CallbackList, WebhookSecretRead
 from app.callbacks.secrets import get_webhook_secret, roll_webhook_secret
+from app.core.errors import NotFound
 from app.core.ids import now_ms
 from app.jobs.models import Task
 from app.jobs.views import callback_state_of, get_task
@@ -37,6 +38,15 @@ async def redeliver_callback(
     await runtime.limiter.hit(principal, GROUP_QUERY)
     task = await get_task(session, principal=principal, task_id=task_id)
     await redeliver(session, notifier=runtime.notifier, task=task)
+    return await _callbacks_of(session, task)
+
+
+async def read_any_task_callbacks(session: AsyncSession, *, task_id: str) -> CallbackList:
+    """The operator's view (admin CLI): any task's deliveries and attempts, whoever owns it.
+    Raises NotFound."""
+    task = await session.get(Task, task_id)
+    if task is None:
+        raise NotFound("task not found")
     return await _callbacks_of(session, task)
 
 
