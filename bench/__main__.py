@@ -27,7 +27,7 @@ import psycopg
 import redis
 from rich.console import Console
 
-from bench import db, gengate, loadgen, report
+from bench import callbacks, db, gengate, loadgen, report
 from bench.gengate import Gengate
 from bench.servers import BenchError, Server, running
 
@@ -88,6 +88,13 @@ def start_floor(bench: Bench) -> AbstractContextManager[Server]:
 
 def start_gengate_api(bench: Bench) -> AbstractContextManager[Server]:
     return _gengate(bench, "gengate", bench.db_url, workers=False)
+
+
+@contextmanager
+def start_gengate_callbacks(bench: Bench) -> Iterator[Server]:
+    with callbacks.serve_api(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
+        bench.gengates["gengate-callbacks"] = prepared
+        yield server
 
 
 def start_gengate_workers(bench: Bench) -> AbstractContextManager[Server]:
@@ -177,6 +184,10 @@ def pickup(bench: Bench, server: Server) -> dict[str, Any]:
     }
 
 
+def callbacks_at_once(bench: Bench, server: Server) -> dict[str, Any]:
+    return callbacks.deliver_at_once(bench.gengates["gengate-callbacks"], server, LOG_DIR)
+
+
 STAGES = [
     Stage(
         "baseline",
@@ -208,6 +219,17 @@ STAGES = [
         "gengate-workers",
         start_gengate_workers,
         [("pickup", "pickup, idle: create → started", pickup)],
+    ),
+    Stage(
+        "callbacks",
+        start_gengate_callbacks,
+        [
+            (
+                "callbacks",
+                "callbacks: 1,000 tasks finishing at once, receiver answering after 1 s",
+                callbacks_at_once,
+            )
+        ],
     ),
 ]
 

@@ -43,6 +43,7 @@ def targets(results: Results) -> list[Target]:
             "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
         ),
         *_floor_context(results),
+        *_callbacks_context(results),
     ]
 
 
@@ -59,6 +60,16 @@ def _floor_context(results: Results) -> list[Target]:
         for phase, name in layers
         if phase in results
     ]
+
+
+def _callbacks_context(results: Results) -> list[Target]:
+    """Not a target: how close delivering a burst of callbacks comes to the pool's floor."""
+    phase = results.get("callbacks", {})
+    floor, took = phase.get("floor_seconds"), phase.get("seconds")
+    if "callbacks" not in results:
+        return []
+    ratio = floor / took if floor and took else None
+    return [Target("context: callbacks, floor / time to deliver all", ratio, "-", None)]
 
 
 def _check(value: float | None, limit: float, at_least: bool) -> bool | None:
