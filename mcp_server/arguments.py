@@ -47,8 +47,11 @@ CREATE_EXTRAS: dict[str, dict[str, Any]] = {
     "callBackUrl": {
         "type": "string",
         "format": "uri",
-        "description": "Callback URL kept with the task (shown in its param). Delivery of "
-        "callbacks is not implemented yet: poll get_generation_status.",
+        "description": "URL gengate POSTs to once the task succeeds or fails: "
+        '{"code": 200|501, "msg", "data": <the task, as get_generation_status shows it>}, '
+        "signed per Standard Webhooks with the account's whsec_ secret, retried for about "
+        "three days. get_generation_status shows callbackState "
+        "(none|pending|delivered|failed).",
     },
     "callbackUrl": {"type": "string", "format": "uri", "description": "Same as callBackUrl."},
     "request_id": {
