@@ -160,6 +160,11 @@ class CallbackDispatcher:
             await session.commit()
         if not kept:
             log.warning("callback %s: lease lost during attempt %d", delivery.id, number)
+        elif verdict.wait_s is not None and verdict.wait_s < self._settings.scan_interval_seconds:
+            # Due before the next scan: come back for it on time (a wait of seconds).
+            asyncio.get_running_loop().call_later(
+                verdict.wait_s, self._runtime.notifier.deliveries.set
+            )
         log.info(
             "callback %s attempt %d: %s -> %s",
             delivery.id,
