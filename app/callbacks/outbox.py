@@ -84,6 +84,9 @@ async def redeliver(session: AsyncSession, *, notifier: Notifier, task: Task) ->
         raise Conflict(
             "task is still waiting; its callback is sent when it finishes", field="taskId"
         )
+    # Concurrent redeliveries of one task take turns here, so only the first finds no
+    # pending delivery (on SQLite the single writer already serializes them).
+    await session.execute(select(col(Task.id)).where(col(Task.id) == task.id).with_for_update())
     pending = await session.scalar(
         select(col(CallbackDelivery.id))
         .where(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import update
 
@@ -59,7 +59,9 @@ async def test_each_outcome_calls_back_once_with_recordinfos_data(settings: Sett
             customer,
         ):
             ids = {
-                "/success": await create_task(client, customer, receiver.url + "/success"),
+                "/success": await create_task(
+                    client, customer, receiver.url + "/success", "Un vélo rouge 🚲"
+                ),
                 "/failure": await create_task(
                     client, customer, receiver.url + "/failure", "x [[fail:provider_error]]"
                 ),
@@ -91,6 +93,11 @@ async def test_each_outcome_calls_back_once_with_recordinfos_data(settings: Sett
 
                 await eventually(all_arrived, what="every callback")
                 finals = {p: await record(client, customer, t) for p, t in ids.items()}
+                (request,) = receiver.on("/success")
+                (sent_url,) = json.loads(verify(secret, request)["data"]["resultJson"])[
+                    "resultUrls"
+                ]
+                download = await client.get(sent_url)
                 silent_record = await record(client, customer, silent)
                 silent_callbacks = await callbacks(client, customer, silent)
 
@@ -102,6 +109,7 @@ async def test_each_outcome_calls_back_once_with_recordinfos_data(settings: Sett
     }
     for path, task_id in ids.items():
         (request,) = receiver.on(path)
+        assert request.headers["content-type"] == "application/json"
         message = verify(secret, request)
         assert set(message) == {"code", "msg", "data"}
         data, final = message["data"], finals[path]
@@ -119,6 +127,10 @@ async def test_each_outcome_calls_back_once_with_recordinfos_data(settings: Sett
         assert delivery["id"] == request.headers["webhook-id"]
         assert [a["statusCode"] for a in delivery["attempts"]] == [200]
     assert len(receiver.received) == len(ids)
+    # The callback's result URL works, and for at least a day (retries span three).
+    assert download.status_code == 200 and download.content
+    (expires_at_s,) = parse_qs(urlsplit(sent_url).query)["exp"]
+    assert int(expires_at_s) >= now_ms() // 1000 + 24 * 3600
     assert silent_record["callbackState"] == "none"
     assert silent_callbacks == {"taskId": silent, "callbackState": "none", "deliveries": []}
 

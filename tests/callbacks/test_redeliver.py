@@ -3,6 +3,8 @@ it is refused while one is pending, for a task without a callback, and for other
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from app.runtime import Runtime
@@ -118,3 +120,17 @@ async def test_another_keys_task_is_not_found(
             assert task_id not in response.text
         assert len((await callbacks(client, customer, task_id))["deliveries"]) == 1
     assert len(receiver.received) == 1
+
+
+async def test_concurrent_redeliveries_make_one_delivery(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    # The receiver holds every attempt, so nothing settles while the requests race.
+    with receiving(lambda _r, before: Answer(200, delay_s=0 if before == 0 else 3.0)) as receiver:
+        task_id = await create_task(client, customer, receiver.url + "/hook")
+        await settled_delivery(client, customer, task_id)
+        answers = await asyncio.gather(*(_redeliver(client, customer, task_id) for _ in range(6)))
+        listed = await callbacks(client, customer, task_id)
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [409] * 5, [a.text for a in answers]
+    assert len(listed["deliveries"]) == 2
