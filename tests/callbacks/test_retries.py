@@ -167,3 +167,33 @@ async def test_a_receiver_that_always_fails_ends_failed_and_the_task_is_untouche
         k: v for k, v in before.items() if k not in ("callbackState", "resultJson")
     }
     assert (before["state"], after["state"]) == ("success", "success")
+
+
+async def test_an_answer_with_nul_and_invalid_utf8_is_recorded(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    # PostgreSQL text cannot hold NUL: the excerpt must still be storable, or the attempt
+    # is never recorded and the delivery is sent again at every lease expiry.
+    answer = Answer(200, body=b"ok\x00\xff\xfe" + BIG)
+    with receiving(lambda _r, _n: answer) as receiver:
+        task_id, delivery, received = await _deliver(client, customer, receiver)
+    await _check(client, customer, task_id, delivery, received, state="delivered")
+    (attempt,) = delivery["attempts"]
+    assert attempt["statusCode"] == 200
+    assert attempt["response"].startswith("ok") and "\x00" not in attempt["response"]
+
+
+async def test_a_receiver_that_is_not_listening_is_retried_then_failed(
+    client: httpx.AsyncClient, customer: Customer, runtime: Runtime
+) -> None:
+    with receiving() as receiver:
+        url = receiver.url + "/hook"
+    # The receiver is gone; its port refuses connections.
+    task_id = await create_task(client, customer, url)
+    delivery = await settled_delivery(client, customer, task_id)
+    assert delivery["state"] == "failed"
+    attempts = delivery["attempts"]
+    assert len(attempts) == len(runtime.settings.callback_retry_schedule) + 1
+    for attempt in attempts:
+        assert attempt["statusCode"] is None and "ConnectError" in attempt["error"], attempt
+    assert (await record(client, customer, task_id))["callbackState"] == "failed"
