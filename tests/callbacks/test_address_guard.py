@@ -106,3 +106,24 @@ async def test_a_name_that_turns_to_loopback_after_creation_is_refused_at_send(
     for attempt in delivery["attempts"]:
         assert attempt["statusCode"] is None and attempt["error"].startswith("refused:"), attempt
         assert "127.0.0.1" in attempt["error"] and "loopback" in attempt["error"], attempt
+
+
+async def test_an_allowlisted_host_name_may_resolve_to_loopback(settings: Settings) -> None:
+    async def resolve(host: str, _port: int) -> list[str]:
+        if host != "hooks.internal.test":
+            raise OSError(f"{host} does not resolve")
+        return ["127.0.0.1"]
+
+    with receiving() as receiver, resolving_with(resolve):
+        async with app_with(settings, outbound_allowlist=["hooks.internal.test"]) as (
+            client,
+            _runtime,
+            customer,
+        ):
+            port = receiver.url.rsplit(":", 1)[1]
+            await _refused(client, customer, receiver.url + "/hook")  # the address is not listed
+            task_id = await create_task(client, customer, f"http://hooks.internal.test:{port}/hook")
+            delivery = await settled_delivery(client, customer, task_id)
+    assert delivery["state"] == "delivered"
+    (request,) = receiver.on("/hook")
+    assert request.headers["host"] == f"hooks.internal.test:{port}"

@@ -3,6 +3,9 @@ signed message, recorded as it went, and the delivery ends in the state the rule
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from email.utils import formatdate
 from itertools import pairwise
 from typing import Any
 
@@ -95,13 +98,15 @@ async def test_410_gone_stops_at_once(client: httpx.AsyncClient, customer: Custo
     assert delivery["nextAttemptTime"] is None
 
 
-async def _retry_after_gap(settings: Settings, status: int, retry_after: str) -> float:
+async def _retry_after_gap(
+    settings: Settings, status: int, retry_after: Callable[[], str]
+) -> float:
     """The gap a receiver that asks for time once sees between its first two requests, with
     0.5 s scheduled between attempts."""
 
     def answer(_request: Received, before: int) -> Answer:
         if before == 0:
-            return Answer(status, headers={"Retry-After": retry_after})
+            return Answer(status, headers={"Retry-After": retry_after()})
         return Answer(200)
 
     with receiving(answer) as receiver:
@@ -119,13 +124,13 @@ async def _retry_after_gap(settings: Settings, status: int, retry_after: str) ->
 
 async def test_429_retry_after_is_honoured(settings: Settings) -> None:
     # 1 s asked, 0.5 s scheduled (2 s cap): the receiver's wish wins.
-    gap = await _retry_after_gap(settings, 429, "1")
+    gap = await _retry_after_gap(settings, 429, lambda: "1")
     assert 0.95 <= gap < 1.9, gap
 
 
 async def test_503_retry_after_is_capped_at_four_scheduled_waits(settings: Settings) -> None:
     # 120 s asked, 0.5 s scheduled: the cap (2 s) wins.
-    gap = await _retry_after_gap(settings, 503, "120")
+    gap = await _retry_after_gap(settings, 503, lambda: "120")
     assert 1.95 <= gap < 3.5, gap
 
 
@@ -197,3 +202,9 @@ async def test_a_receiver_that_is_not_listening_is_retried_then_failed(
     for attempt in attempts:
         assert attempt["statusCode"] is None and "ConnectError" in attempt["error"], attempt
     assert (await record(client, customer, task_id))["callbackState"] == "failed"
+
+
+async def test_retry_after_as_an_http_date_is_honoured_up_to_the_cap(settings: Settings) -> None:
+    # A date at least 2 s ahead, 0.5 s scheduled: the cap (2 s) wins, not the schedule.
+    gap = await _retry_after_gap(settings, 429, lambda: formatdate(time.time() + 3, usegmt=True))
+    assert 1.95 <= gap < 3.5, gap

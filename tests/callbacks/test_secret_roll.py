@@ -11,6 +11,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from app.callbacks.models import WebhookSecret
 from app.core.config import Settings
 from app.core.ids import now_ms
 from app.keys.service import create_api_key
@@ -126,3 +127,27 @@ async def test_the_secret_never_reaches_the_log(
     for secret in (old, new):
         for text in (log, live_server.stdout()):
             assert secret.removeprefix("whsec_") not in text
+
+
+async def test_after_the_overlap_only_the_new_secret_signs(
+    client: httpx.AsyncClient, customer: Customer, runtime: Runtime
+) -> None:
+    old = await webhook_secret(client, customer)
+    rolled = await client.post("/api/v1/account/webhook-secret/roll", headers=customer.headers)
+    new = rolled.json()["data"]["secret"]
+    async with runtime.sessions() as session:
+        # The 24 h overlap has passed.
+        row = await session.get(WebhookSecret, customer.account.id)
+        assert row is not None
+        row.previous_until = now_ms() - 1
+        await session.commit()
+    shown = (await client.get("/api/v1/account/webhook-secret", headers=customer.headers)).json()
+    assert shown["data"]["previousSecretValidUntil"] is None
+    with receiving() as receiver:
+        task_id = await create_task(client, customer, receiver.url + "/hook")
+        await settled_delivery(client, customer, task_id)
+        (request,) = receiver.on("/hook")
+    assert len(request.headers["webhook-signature"].split(" ")) == 1
+    assert verify(new, request)["data"]["taskId"] == task_id
+    with pytest.raises(WebhookVerificationError):
+        verify(old, request)
