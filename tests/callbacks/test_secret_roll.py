@@ -3,6 +3,7 @@ receiver holding either secret verifies, shown only to keys:manage, never logged
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +152,32 @@ async def test_after_the_overlap_only_the_new_secret_signs(
     assert verify(new, request)["data"]["taskId"] == task_id
     with pytest.raises(WebhookVerificationError):
         verify(old, request)
+
+
+async def test_concurrent_first_uses_make_one_secret(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    shown = await asyncio.gather(*(webhook_secret(client, customer) for _ in range(6)))
+    assert len(set(shown)) == 1
+    assert await webhook_secret(client, customer) == shown[0]
+
+
+async def test_concurrent_rolls_take_turns(
+    client: httpx.AsyncClient, customer: Customer, runtime: Runtime
+) -> None:
+    first = await webhook_secret(client, customer)
+    rolls = await asyncio.gather(
+        *(
+            client.post("/api/v1/account/webhook-secret/roll", headers=customer.headers)
+            for _ in range(4)
+        )
+    )
+    assert [r.status_code for r in rolls] == [200] * 4, [r.text for r in rolls]
+    made = {r.json()["data"]["secret"] for r in rolls}
+    assert len(made) == 4 and first not in made
+    # Each roll replaced the one before it: the secret still honoured beside the current
+    # one is another roll's, never the secret all of them started from.
+    async with runtime.sessions() as session:
+        row = await session.get(WebhookSecret, customer.account.id)
+        assert row is not None
+    assert row.secret in made and row.previous_secret in made - {row.secret}
