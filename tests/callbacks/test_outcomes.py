@@ -150,3 +150,29 @@ async def test_a_waiting_task_has_no_delivery(settings: Settings) -> None:
             assert early.json()["data"]["field"] == "taskId"
             assert (await callbacks(client, customer, task_id))["deliveries"] == []
     assert receiver.received == []
+
+
+async def test_a_task_canceled_while_generating_calls_back_once(settings: Settings) -> None:
+    with receiving() as receiver:
+        async with app_with(settings, workers_in_process=False) as (client, runtime, customer):
+            task_id = await create_task(
+                client, customer, receiver.url + "/hook", "slow [[delay:1500]]"
+            )
+            async with worker_running(runtime):
+
+                async def generating() -> bool:
+                    return (await record(client, customer, task_id))["stage"] == "generating"
+
+                await eventually(generating, what="the task to start")
+                canceled = await client.post(
+                    "/api/v1/jobs/cancel", params={"taskId": task_id}, headers=customer.headers
+                )
+                assert canceled.status_code == 200, canceled.text
+                delivery = await settled_delivery(client, customer, task_id)
+            # The worker has stopped: whatever it was doing with the task is over.
+            listed = await callbacks(client, customer, task_id)
+            secret = await webhook_secret(client, customer)
+    assert [d["id"] for d in listed["deliveries"]] == [delivery["id"]]
+    (request,) = receiver.on("/hook")
+    data = verify(secret, request)["data"]
+    assert (data["state"], data["failCode"]) == ("fail", "canceled")
