@@ -23,6 +23,8 @@ class TaskCreate(BaseModel):
     model: str | None
     input: dict[str, Any]
     callback_url: str | None = None
+    # The spelling the caller used (callBackUrl or callbackUrl), for errors about it.
+    callback_field: str = "callBackUrl"
     # Set by surfaces that serve one kind of media (generate_image, generate_video).
     media_type: Literal["image", "video"] | None = None
 
@@ -48,15 +50,18 @@ class TaskCreate(BaseModel):
                     f"{name} is given both inside input and beside model; pass it once",
                     field=name,
                 )
+        callback_url, callback_field = _callback_of(arguments)
         return cls(
             model=model,
             input={**(nested or {}), **direct},
-            callback_url=_callback_of(arguments),
+            callback_url=callback_url,
+            callback_field=callback_field,
             media_type=media_type,
         )
 
 
-def _callback_of(arguments: Mapping[str, Any]) -> str | None:
+def _callback_of(arguments: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The callback URL, and the name it was given under."""
     given: dict[str, str] = {}
     for name in _CALLBACK_FIELDS:
         value = arguments.get(name)
@@ -68,7 +73,9 @@ def _callback_of(arguments: Mapping[str, Any]) -> str | None:
             given[name] = value
     if len(set(given.values())) > 1:
         raise InvalidInput("give callBackUrl or callbackUrl, not both", field="callBackUrl")
-    return next(iter(given.values()), None)
+    for name, value in given.items():
+        return value, name
+    return None, _CALLBACK_FIELDS[0]
 
 
 class TaskCreated(PublicModel):

@@ -87,7 +87,9 @@ async def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
             allowed=[m.id for m in runtime.catalog.list(spec.media_type)],
         )
     normalized = model.normalize(spec.input)
-    await _check_urls(runtime, _urls_to_check(model, spec, normalized), spec.callback_url)
+    await _check_urls(
+        runtime, _urls_to_check(model, spec, normalized), spec.callback_url, spec.callback_field
+    )
     canonical = json.dumps(
         {"model": model.id, "input": normalized, "callback": spec.callback_url},
         sort_keys=True,
@@ -117,7 +119,10 @@ def _urls_to_check(
 
 
 async def _check_urls(
-    runtime: Runtime, inputs: list[tuple[str, str]], callback_url: str | None
+    runtime: Runtime,
+    inputs: list[tuple[str, str]],
+    callback_url: str | None,
+    callback_field: str,
 ) -> None:
     """Refuse now, for free, what the fetch or the delivery would refuse later: forbidden
     addresses, literal or behind a name. Names that do not resolve in time are let through.
@@ -138,7 +143,7 @@ async def _check_urls(
             own.append((where, url))
     # Our own signed media (uploads, earlier results) is read from storage, never fetched.
     inputs = [pair for pair in inputs if pair not in own]
-    checks = [*inputs, *([("callBackUrl", callback_url)] if callback_url else [])]
+    checks = [*inputs, *([(callback_field, callback_url)] if callback_url else [])]
     for where, url in checks:
         _refuse_as(where, check_url_syntax, url, policy)
     if policy.allow_private or not checks:
