@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from urllib.parse import urlsplit
 
 from app.callbacks.models import CallbackAttempt, CallbackDelivery
@@ -31,7 +31,8 @@ log = logging.getLogger("gengate.callbacks")
 EXCERPT_BYTES = 1024
 # Most of a receiver's answer is never looked at; reading stops here.
 MAX_RESPONSE_BYTES = 64 * 1024
-# A claimed delivery whose host is at its cap here is handed back for this long.
+# A claimed delivery whose host is at its cap, with a round waiting here, is handed back for
+# at least this long (longer for a slow host: see _busy_retry_ms).
 BUSY_HOST_RETRY_MS = 250
 # A delivery that could not be prepared (database away) is tried again after this long.
 PREPARE_RETRY_MS = 5000
@@ -52,6 +53,13 @@ class CallbackDispatcher:
         self._lease_ms = int((2 * runtime.settings.callback_timeout_seconds + 5) * 1000)
         self._running: set[asyncio.Task[None]] = set()
         self._per_host: Counter[str] = Counter()
+        # Per host at its cap, up to one more round of claimed deliveries, each started the
+        # moment a send to its host ends: no database trip and no idle slot in between.
+        # One round starts within one send's time, so well within the lease.
+        self._waiting: defaultdict[str, deque[tuple[CallbackDelivery, float]]] = defaultdict(deque)
+        # Recent time of one send per busy host, in seconds (moving average).
+        self._send_s: dict[str, float] = {}
+        self._recheck: asyncio.TimerHandle | None = None
         self._slot_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -67,6 +75,9 @@ class CallbackDispatcher:
                 continue
             waits = [stop, self._slot_freed] + ([notifier.deliveries] if claimed < free else [])
             await wait_any(waits, within_s=scan_s)
+        if self._recheck is not None:
+            self._recheck.cancel()
+        await self._hand_back_waiting()
         if self._running:
             _done, pending = await asyncio.wait(
                 self._running, timeout=self._settings.callback_timeout_seconds + 1
@@ -81,32 +92,101 @@ class CallbackDispatcher:
                 deliveries = await claim_due_deliveries(
                     session, owner=self.owner, limit=free, lease_ms=self._lease_ms
                 )
-                busy = [d for d in deliveries if not self._take_host_slot(d)]
+                start, wait, busy = self._sort_claimed(deliveries)
+                retries: defaultdict[int, list[str]] = defaultdict(list)
                 for delivery in busy:
+                    retries[self._busy_retry_ms(_host_of(delivery.url))].append(delivery.id)
+                # A statement per wait, not per delivery: a burst to one host hands back
+                # hundreds at a time.
+                for retry_ms, ids in retries.items():
                     await postpone(
-                        session,
-                        delivery_id=delivery.id,
-                        owner=self.owner,
-                        due_at=now_ms() + BUSY_HOST_RETRY_MS,
+                        session, delivery_ids=ids, owner=self.owner, due_at=now_ms() + retry_ms
                     )
                 await session.commit()
         except Exception as exc:
             log_failure(log, "claiming callback deliveries failed", exc)
             return 0
-        for delivery in deliveries:
-            if delivery in busy:
-                continue
-            sending = asyncio.create_task(self._deliver(delivery), name=f"callback {delivery.id}")
-            self._running.add(sending)
-            sending.add_done_callback(self._done)
+        if retries:
+            self._recheck_in(min(retries) / 1000)
+        claimed_at = time.monotonic()
+        for delivery in wait:
+            self._waiting[_host_of(delivery.url)].append((delivery, claimed_at))
+        for delivery in start:
+            self._start(delivery)
         return len(deliveries)
 
-    def _take_host_slot(self, delivery: CallbackDelivery) -> bool:
-        host = _host_of(delivery.url)
-        if self._per_host[host] >= self._settings.callback_per_host_concurrency:
-            return False
-        self._per_host[host] += 1
-        return True
+    def _sort_claimed(
+        self, deliveries: list[CallbackDelivery]
+    ) -> tuple[list[CallbackDelivery], list[CallbackDelivery], list[CallbackDelivery]]:
+        """Which to send now, which to keep for their host's next free slot, which to hand
+        back (their host is at its cap with a round waiting)."""
+        cap = self._settings.callback_per_host_concurrency
+        sending, waiting = Counter(self._per_host), Counter[str]()
+        start: list[CallbackDelivery] = []
+        wait: list[CallbackDelivery] = []
+        busy: list[CallbackDelivery] = []
+        for delivery in deliveries:
+            host = _host_of(delivery.url)
+            if sending[host] < cap:
+                sending[host] += 1
+                start.append(delivery)
+            elif len(self._waiting.get(host, ())) + waiting[host] < cap:
+                waiting[host] += 1
+                wait.append(delivery)
+            else:
+                busy.append(delivery)
+        return start, wait, busy
+
+    def _busy_retry_ms(self, host: str) -> int:
+        """How long to hand back a delivery to a host that is at its cap with a round
+        waiting: about one send there, when that round has started and the next is needed.
+        A hanging host's backlog is then read once per timeout, not four times a second."""
+        return max(BUSY_HOST_RETRY_MS, int(self._send_s.get(host, 0.0) * 1000))
+
+    def _recheck_in(self, delay_s: float) -> None:
+        """Claim again when handed-back deliveries come due, not only at the next scan."""
+        loop = asyncio.get_running_loop()
+        if self._recheck is not None and self._recheck.when() <= loop.time() + delay_s:
+            return
+        if self._recheck is not None:
+            self._recheck.cancel()
+        self._recheck = loop.call_later(delay_s, self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._slot_freed.set()
+
+    def _start(self, delivery: CallbackDelivery) -> None:
+        self._per_host[_host_of(delivery.url)] += 1
+        sending = asyncio.create_task(self._deliver(delivery), name=f"callback {delivery.id}")
+        self._running.add(sending)
+        sending.add_done_callback(self._done)
+
+    def _start_waiting(self, host: str) -> None:
+        """Start the next delivery kept for `host`, unless it waited so long that its lease
+        could run out mid-send (it then comes due again at the lease's end)."""
+        queue = self._waiting[host]
+        latest = (self._lease_ms / 1000) - self._settings.callback_timeout_seconds - 1
+        while queue:
+            delivery, claimed_at = queue.popleft()
+            if time.monotonic() - claimed_at < latest:
+                self._start(delivery)
+                break
+        if not queue:
+            del self._waiting[host]
+
+    async def _hand_back_waiting(self) -> None:
+        """Stopping: deliveries kept for a free slot go back to the queue, due at once."""
+        kept = [d.id for queue in self._waiting.values() for d, _ in queue]
+        self._waiting.clear()
+        if not kept:
+            return
+        try:
+            async with self._runtime.sessions() as session:
+                await postpone(session, delivery_ids=kept, owner=self.owner, due_at=now_ms())
+                await session.commit()
+        except Exception as exc:  # their leases run out and another worker takes them
+            log_failure(log, "handing back callback deliveries failed", exc)
 
     def _done(self, sending: asyncio.Task[None]) -> None:
         self._running.discard(sending)
@@ -122,6 +202,10 @@ class CallbackDispatcher:
             self._per_host[host] -= 1
             if self._per_host[host] <= 0:
                 del self._per_host[host]
+            if host in self._waiting:
+                self._start_waiting(host)
+            if host not in self._per_host:
+                self._send_s.pop(host, None)
 
     async def _attempt(self, delivery: CallbackDelivery) -> None:
         try:
@@ -131,13 +215,14 @@ class CallbackDispatcher:
             async with self._runtime.sessions() as session:
                 await postpone(
                     session,
-                    delivery_id=delivery.id,
+                    delivery_ids=[delivery.id],
                     owner=self.owner,
                     due_at=now_ms() + PREPARE_RETRY_MS,
                 )
                 await session.commit()
             return
         attempt = await self._send(delivery, body, keys)
+        self._note_send(_host_of(delivery.url), attempt.row.latency_ms or 0)
         number = delivery.attempts + 1
         verdict = judge(
             attempt=number,
@@ -172,6 +257,11 @@ class CallbackDispatcher:
             record.status_code or record.error,
             verdict.status.value,
         )
+
+    def _note_send(self, host: str, latency_ms: int) -> None:
+        before = self._send_s.get(host)
+        now_s = latency_ms / 1000
+        self._send_s[host] = now_s if before is None else 0.8 * before + 0.2 * now_s
 
     async def _prepare(self, delivery: CallbackDelivery) -> tuple[str, list[str]]:
         """The body (fixed at the first attempt) and the secrets to sign it with now."""
@@ -220,7 +310,7 @@ class CallbackDispatcher:
                 self._runtime.http, delivery.url, body.encode(), headers, self._policy
             )
             row.status_code = response.status_code
-            row.response_excerpt = response.content[:EXCERPT_BYTES].decode(errors="replace")
+            row.response_excerpt = _excerpt(response.content)
             retry_after = response.headers.get("retry-after")
             if 300 <= response.status_code < 400:
                 row.error = "redirect not followed"
@@ -240,6 +330,13 @@ class _Sent:
     @property
     def status_code(self) -> int | None:
         return self.row.status_code
+
+
+def _excerpt(content: bytes) -> str:
+    """The start of a receiver's answer as text. NUL becomes U+FFFD like any undecodable
+    byte: PostgreSQL text cannot hold it, and an attempt that cannot be recorded is sent
+    again at every lease expiry."""
+    return content[:EXCERPT_BYTES].decode(errors="replace").replace("\x00", "\ufffd")
 
 
 def _host_of(url: str) -> str:

@@ -53,12 +53,21 @@ async def fix_body(session: AsyncSession, *, delivery_id: str, body: str) -> str
     return str(fixed)
 
 
-async def postpone(session: AsyncSession, *, delivery_id: str, owner: str, due_at: int) -> None:
-    """Hand a claimed delivery back untried (its host is busy here): no attempt is spent."""
+async def postpone(
+    session: AsyncSession, *, delivery_ids: list[str], owner: str, due_at: int
+) -> None:
+    """Hand claimed deliveries back untried (their host is busy here): no attempt is spent."""
+    if not delivery_ids:
+        return
     await session.execute(
         update(CallbackDelivery)
-        .where(col(CallbackDelivery.id) == delivery_id, col(CallbackDelivery.lease_owner) == owner)
+        .where(
+            col(CallbackDelivery.id).in_(delivery_ids),
+            col(CallbackDelivery.lease_owner) == owner,
+        )
         .values(lease_owner=None, due_at=due_at, updated_at=now_ms())
+        # The session holds the claimed rows; matching each against every update is waste.
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import httpx
@@ -207,3 +207,59 @@ async def test_two_hundred_tasks_finishing_at_once_call_back_once_each(
     assert len({r.headers["webhook-id"] for r in received}) == 200
     assert len({r.path for r in received}) == 200
     assert attempts == 200
+
+
+async def test_a_stopping_worker_hands_back_what_it_kept_for_a_busy_host(
+    settings: Settings,
+) -> None:
+    """A worker keeps a round of deliveries for a host at its cap; stopping, it hands them
+    back at once (while its own send is still in flight), so the next worker sends them
+    without waiting for their leases to end."""
+    async with _idle_app(settings, callback_per_host_concurrency=1) as app, _client(app) as client:
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime, credits=100_000, tier="bulk")
+        release = threading.Event()
+
+        def held_first(_request: Received, before: int) -> Answer:
+            if before == 0:
+                release.wait(60)
+            return Answer()
+
+        def leased(count: int) -> Callable[[], Awaitable[bool]]:
+            async def probe() -> bool:
+                found = await _count(
+                    runtime,
+                    lambda: select(func.count()).where(
+                        CallbackDelivery.lease_owner.is_not(None)  # type: ignore[union-attr]
+                    ),
+                )
+                return found == count and len(receiver.received) == 1
+
+            return probe
+
+        with receiving(held_first) as receiver:
+            await _finish_all(client, customer, [f"{receiver.url}/hook" for _ in range(3)])
+            stop = asyncio.Event()
+            running = asyncio.create_task(Worker(runtime).run(stop))
+            try:
+                # One in flight, one kept for the host's next free slot.
+                await eventually(leased(2), what="a send in flight and one kept")
+                stop.set()
+                await eventually(leased(1), within_s=TIMEOUT_S / 2, what="the kept one back")
+            finally:
+                release.set()
+                stop.set()
+                await running
+            async with _working(runtime):
+
+                async def all_delivered() -> bool:
+                    delivered = await _count(
+                        runtime,
+                        lambda: select(func.count()).where(
+                            CallbackDelivery.status == "delivered"  # type: ignore[arg-type]
+                        ),
+                    )
+                    return delivered == 3
+
+                await eventually(all_delivered, within_s=TIMEOUT_S, what="the rest delivered")
+        assert len({r.headers["webhook-id"] for r in receiver.received}) == 3
