@@ -1,7 +1,8 @@
 """`make bench`: gengate against a bare Starlette + psycopg baseline on the same PostgreSQL.
 
 Stages run one after the other, each with ONE uvicorn process under test; a phase is a
-small function `(bench, server) -> result dict` run while its stage's server is up.
+small function `(bench, server) -> result dict` run while its stage's server is up. The
+callbacks stage (bench/callbacks.py) also runs one `gengate worker` and a receiver process.
 Exit code 0 whatever the targets say; non-zero only when the bench itself broke.
 """
 
