@@ -60,6 +60,14 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
+async def idle_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app without workers: created tasks stay queued (and callbacks unsent) until a
+    test runs a worker."""
+    async with running_app(settings.model_copy(update={"workers_in_process": False})) as pair:
+        yield pair
+
+
+@pytest.fixture
 def runtime(app: FastAPI) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime

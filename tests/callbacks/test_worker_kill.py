@@ -7,33 +7,23 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.callbacks.models import CallbackDelivery
-from app.core.config import Settings
 from app.jobs.models import Task
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
-from tests.support.apps import eventually, running_app, runtime_of
+from tests.support.apps import eventually, runtime_of
 from tests.support.receiver import Answer, Received, receiving
 from tests.support.server import LiveServer, start_server
 
 # The lease on a delivery is 2 x the timeout + 5 s: 7 s here.
 TIMEOUT_S = 1
 LEASE_S = 2 * TIMEOUT_S + 5
-
-
-@pytest.fixture
-async def idle_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The API without workers: only the `gengate worker` processes a test starts send."""
-    async with running_app(settings.model_copy(update={"workers_in_process": False})) as pair:
-        yield pair
 
 
 async def _finished_with_callback(

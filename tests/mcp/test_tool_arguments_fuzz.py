@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,18 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.catalog.catalog import load_catalog
-from app.core.config import Settings
 from mcp_server.server import tool_specs
 from tests.conftest import make_customer
-from tests.support.apps import running_app, runtime_of
-
-
-@pytest.fixture
-async def idle_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """No workers: what the fuzzer creates stays queued (rendering it would only be slow)."""
-    async with running_app(settings.model_copy(update={"workers_in_process": False})) as pair:
-        yield pair
-
+from tests.support.apps import runtime_of
 
 SPECS = {spec.name: spec for spec in tool_specs(load_catalog())}
 
