@@ -15,17 +15,7 @@ _HOST_NAME = re.compile(
     r"(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?"
 )
 # Seconds between callback attempts: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
-DEFAULT_CALLBACK_SCHEDULE = (
-    5.0,
-    300.0,
-    1800.0,
-    7200.0,
-    18000.0,
-    36000.0,
-    50400.0,
-    72000.0,
-    86400.0,
-)
+DEFAULT_CALLBACK_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 # Values that must never reach production: copied from examples or left empty.
 _PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
 
@@ -213,17 +203,7 @@ class Settings(BaseSettings):
 
     # Callbacks (Standard Webhooks)
     callback_retry_schedule: list[float] = Field(
-        default_factory=lambda: [
-            5.0,
-            300.0,
-            1800.0,
-            7200.0,
-            18000.0,
-            36000.0,
-            50400.0,
-            72000.0,
-            86400.0,
-        ],
+        default_factory=lambda: [float(wait) for wait in DEFAULT_CALLBACK_SCHEDULE],
         description="JSON list of seconds between callback attempts (each with up to 10% "
         "jitter); its length + 1 attempts in all. The default spans about three days",
     )

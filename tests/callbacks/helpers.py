@@ -3,7 +3,6 @@ app or a worker with other settings, and check that attempts look alike on both 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,6 @@ import httpx
 from standardwebhooks import Webhook
 
 from app.core.config import Settings
-from app.jobs.worker import Worker
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.support.apps import eventually, running_app, runtime_of
@@ -103,16 +101,3 @@ async def app_with(
     async with running_app(settings.model_copy(update=changes)) as (app, client):
         runtime = runtime_of(app)
         yield client, runtime, await make_customer(runtime)
-
-
-@asynccontextmanager
-async def worker_running(runtime: Runtime) -> AsyncIterator[Worker]:
-    """A worker (task loop and callback dispatcher) for an app that runs none itself."""
-    worker = Worker(runtime)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await running

@@ -16,10 +16,9 @@ from tests.callbacks.helpers import (
     settled_delivery,
     verify,
     webhook_secret,
-    worker_running,
 )
 from tests.conftest import Customer
-from tests.support.apps import wait_for_terminal
+from tests.support.apps import wait_for_terminal, worker_running
 from tests.support.receiver import receiving
 
 PUBLIC = "93.184.215.14"

@@ -21,9 +21,8 @@ from tests.callbacks.helpers import (
     settled_delivery,
     verify,
     webhook_secret,
-    worker_running,
 )
-from tests.support.apps import eventually, wait_for_terminal
+from tests.support.apps import eventually, wait_for_terminal, worker_running
 from tests.support.receiver import receiving
 
 # recordInfo's URLs and the callback's are signed separately (and for longer in a callback):

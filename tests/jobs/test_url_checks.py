@@ -12,8 +12,7 @@ from fastapi import FastAPI
 
 from app.net.url_guard import resolving_with
 from tests.conftest import Customer, make_customer
-from tests.jobs.test_worker import worker_running
-from tests.support.apps import runtime_of, wait_for_terminal
+from tests.support.apps import runtime_of, wait_for_terminal, worker_running
 
 PUBLIC = "93.184.215.14"
 Resolve = Callable[[str, int], Awaitable[list[str]]]

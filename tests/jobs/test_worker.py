@@ -1,12 +1,9 @@
 """Workers: failures, cancel, expiry, a killed worker's task taken over, input images."""
 
-import asyncio
 import io
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import av
@@ -19,27 +16,20 @@ from app.core.config import Settings
 from app.core.ids import now_ms
 from app.credits.models import LedgerEntry
 from app.jobs.models import Task
-from app.jobs.worker import Worker
 from app.media.models import MediaFile
 from app.providers.local_render import render_text_to_image
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.jobs.conftest import t2i
-from tests.support.apps import eventually, running_app, runtime_of, wait_for_terminal
+from tests.support.apps import (
+    eventually,
+    running_app,
+    runtime_of,
+    wait_for_terminal,
+    worker_running,
+)
 from tests.support.files import serve_files
 from tests.support.server import start_server
-
-
-@asynccontextmanager
-async def worker_running(runtime: Runtime) -> AsyncIterator[Worker]:
-    worker = Worker(runtime)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await running
 
 
 async def _create(client: httpx.AsyncClient, customer: Customer, body: dict) -> str:  # type: ignore[type-arg]

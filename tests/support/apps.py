@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.jobs.worker import Worker
 from app.main import create_app
 from app.runtime import Runtime
 
@@ -92,3 +93,16 @@ async def wait_for_terminal(
         return data if data["state"] != "waiting" else None
 
     return await eventually(probe, within_s=within_s, what=f"task {task_id} to finish")
+
+
+@asynccontextmanager
+async def worker_running(runtime: Runtime) -> AsyncIterator[Worker]:
+    """A worker (task loop and callback dispatcher) for an app that runs none itself."""
+    worker = Worker(runtime)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await running
