@@ -17,6 +17,7 @@ from app.core.errors import AppError, AuthenticationFailed, RateLimited, Service
 from app.core.outages import OUTAGE_SOURCES, is_outage
 
 log = logging.getLogger("gengate.api")
+_UNPARSABLE_BODY = "There was an error parsing the body"
 
 
 class _ErrorJSONResponse(JSONResponse):
@@ -94,6 +95,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
     headers = exc.headers
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # FastAPI's text for a body json.loads refused outright (not UTF-8, nested too deep).
+        message = "request body is not valid JSON: send UTF-8 JSON text"
+        return error_response(400, {"error": message, "field": "body"})
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
     return error_response(exc.status_code, {"error": message}, headers)

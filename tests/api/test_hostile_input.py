@@ -176,3 +176,12 @@ async def test_a_body_that_is_not_json_says_so(
     _refused(form, "body", "Content-Type: application/json")
     listed = await _post_raw(client, customer, CREATE, "[1, 2]")
     _refused(listed, "body", "must be a JSON object")
+
+
+@pytest.mark.parametrize("body", [b'{"model": "\xff\xfe"}', b"[" * 5000 + b"]" * 5000])
+async def test_a_body_json_cannot_read_says_so(
+    client: httpx.AsyncClient, customer: Customer, body: bytes
+) -> None:
+    headers = {**customer.headers, "Content-Type": "application/json"}
+    response = await client.post(CREATE, content=body, headers=headers)
+    _refused(response, "body", "request body is not valid JSON")
