@@ -149,6 +149,8 @@ def _jsonrpc_problem(body: bytes, limit: int) -> JSONResponse | None:
         message = json.loads(body)
     except ValueError as exc:
         return _jsonrpc_error(-32700, f"parse error: the body is not valid JSON ({exc})")
+    except RecursionError:
+        return _jsonrpc_error(-32700, "parse error: the body nests too deep")
     if isinstance(message, list):
         return _jsonrpc_error(-32600, "invalid request: batches are not supported")
     if not isinstance(message, dict):

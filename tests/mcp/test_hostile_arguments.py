@@ -183,6 +183,8 @@ async def test_a_get_for_an_event_stream_is_405(
         ({"jsonrpc": "2.0", "id": None, "method": "tools/list"}, -32600, "id must be"),
         (b'{"jsonrpc": "2.0", ', -32700, "not valid JSON"),
         (b"42", -32600, "JSON-RPC object"),
+        (b"[" * 100_000 + b"]" * 100_000, -32700, "nests too deep"),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "\xff"}', -32700, "not valid JSON"),
     ],
 )
 async def test_protocol_misuse_gets_a_short_jsonrpc_error(
