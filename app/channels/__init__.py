@@ -1,0 +1,1 @@
+"""Channels: which upstream serves a public model, in priority tiers with weights."""

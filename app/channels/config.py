@@ -1,0 +1,163 @@
+"""The channel file (`GENGATE_CHANNELS_PATH`): one `[[channel]]` table per upstream route.
+
+It is validated once at start, with errors naming the file, the channel and the problem.
+Credentials are never in the file: `api_key_env` names the environment variable that holds
+one, and the key is read from the environment here and kept out of every message and log.
+Without a file every model runs on the offline `local` renderer.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ADAPTERS = ("local", "openai", "kie", "modelark", "fal", "replicate")
+_KEYS = frozenset(
+    {"name", "adapter", "base_url", "api_key_env", "models", "upstream_models"}
+    | {"priority", "weight"}
+)
+_REQUIRED = ("name", "adapter", "models")
+
+
+class ChannelError(ValueError):
+    """The channel file is missing, malformed or inconsistent with the catalog."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    adapter: str
+    models: tuple[str, ...]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_models: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    weight: int = 1
+    # Read from the environment at load; repr=False keeps it out of every printed channel.
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    def upstream_model(self, model_id: str) -> str:
+        """The upstream's name for a public model (the same name unless mapped)."""
+        return self.upstream_models.get(model_id, model_id)
+
+
+def local_channels(model_ids: Iterable[str]) -> list[Channel]:
+    """What runs without a channel file: every model on the offline renderer."""
+    return [Channel(name="local", adapter="local", models=tuple(model_ids))]
+
+
+def load_channels(
+    path: Path | None, *, model_ids: Iterable[str], environ: Mapping[str, str] | None = None
+) -> list[Channel]:
+    """The channels of `path` (None: the local default). Raises ChannelError."""
+    known = list(model_ids)
+    if path is None:
+        return local_channels(known)
+    env = os.environ if environ is None else environ
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ChannelError(f"{path}: cannot read the channel file: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ChannelError(f"{path}: not valid TOML: {error}") from error
+    extra = sorted(set(document) - {"channel"})
+    if extra:
+        raise ChannelError(f"{path}: unknown top-level key {extra[0]!r}; expected [[channel]]")
+    entries = document.get("channel")
+    if not isinstance(entries, list) or not entries:
+        raise ChannelError(f"{path}: no channels; add one [[channel]] table per channel")
+    channels: list[Channel] = []
+    for number, entry in enumerate(entries, start=1):
+        label = _label(entry, number)
+        try:
+            channel = _parse(entry, known, env)
+        except ValueError as error:
+            raise ChannelError(f"{path}: channel {label}: {error}") from error
+        if any(c.name == channel.name for c in channels):
+            raise ChannelError(f"{path}: channel {label}: duplicate name")
+        channels.append(channel)
+    unserved = [m for m in known if not any(m in c.models for c in channels)]
+    if unserved:
+        raise ChannelError(
+            f"{path}: no channel serves {', '.join(unserved)}; add them to a channel's models "
+            '(a channel with adapter = "local" renders offline)'
+        )
+    return channels
+
+
+def _label(entry: Any, number: int) -> str:
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return repr(name) if isinstance(name, str) and name else f"#{number}"
+
+
+def _parse(entry: Any, known: list[str], env: Mapping[str, str]) -> Channel:
+    if not isinstance(entry, dict):
+        raise ValueError("must be a table")
+    unknown = sorted(set(entry) - _KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
+    for key in _REQUIRED:
+        if key not in entry:
+            raise ValueError(f"{key} is required")
+    name, adapter = _text(entry, "name"), _text(entry, "adapter")
+    if adapter not in ADAPTERS:
+        raise ValueError(f"adapter {adapter!r} is not one of {', '.join(ADAPTERS)}")
+    models = entry["models"]
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise ValueError("models must be a non-empty list of model ids")
+    for model in models:
+        if model not in known:
+            raise ValueError(f"model {model!r} is not in the catalog")
+    upstream = entry.get("upstream_models", {})
+    if not isinstance(upstream, dict) or not all(isinstance(v, str) for v in upstream.values()):
+        raise ValueError("upstream_models must be a table of public id = upstream name")
+    for model in upstream:
+        if model not in models:
+            raise ValueError(f"upstream_models names {model!r}, which this channel does not serve")
+    base_url = entry.get("base_url")
+    if adapter != "local" and not (isinstance(base_url, str) and base_url.startswith("http")):
+        raise ValueError("base_url must be the upstream's http(s) URL")
+    return Channel(
+        name=name,
+        adapter=adapter,
+        models=tuple(models),
+        base_url=base_url,
+        api_key_env=entry.get("api_key_env"),
+        upstream_models=dict(upstream),
+        priority=_integer(entry, "priority", 0, low=-1000),
+        weight=_integer(entry, "weight", 1, low=1),
+        api_key=_api_key(entry, adapter, env),
+    )
+
+
+def _api_key(entry: Mapping[str, Any], adapter: str, env: Mapping[str, str]) -> str | None:
+    variable = entry.get("api_key_env")
+    if variable is None:
+        if adapter == "local":
+            return None
+        raise ValueError("api_key_env must name the environment variable holding the key")
+    if not isinstance(variable, str) or not variable:
+        raise ValueError("api_key_env must be the name of an environment variable")
+    key = env.get(variable)
+    if not key:
+        raise ValueError(f"the environment variable {variable} (api_key_env) is not set")
+    return key
+
+
+def _text(entry: Mapping[str, Any], key: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} must be a non-empty string")
+    return value
+
+
+def _integer(entry: Mapping[str, Any], key: str, default: int, *, low: int) -> int:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1_000_000:
+        raise ValueError(f"{key} must be an integer from {low} to 1000000")
+    return value
