@@ -30,6 +30,8 @@ class Output:
 @dataclass(frozen=True)
 class Completed:
     outputs: list[Output]
+    # What the upstream reported it spent (tokens, seconds, credits), for cost and margin.
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,320 @@
+"""The OpenAI Images adapter: `images/generations` and `images/edits` through the `openai` SDK.
+
+Any upstream speaking OpenAI's Images API (OpenAI itself, Azure-style proxies, resellers) is
+reached through `base_url`. The SDK's own retries are off: retrying, failover and breakers
+are the worker's and the channel layer's decisions, and they need to see every failure.
+
+How upstream answers map to outcomes:
+
+| upstream answer                               | outcome                                       |
+|-----------------------------------------------|-----------------------------------------------|
+| 200, `data[0].b64_json` a PNG, JPEG or WebP   | `Completed([Output])`, `cost` = the `usage`   |
+| 400 `moderation_blocked` / content policy     | `Failed("content_policy")` (caller's input)   |
+| other 400 (and 404, 409, 413, 422)            | `Failed("invalid_input")` (caller's input)    |
+| 401, 403: the channel's credential            | `Failed("provider_error")`, details           |
+|                                               | `{"channel_fault": "auth"}`: a breaker counts |
+|                                               | it; the caller is told it is not their fault  |
+| 429, 5xx except 504/524                       | raises `UpstreamUnavailable` (retryable;      |
+|                                               | `retry_after_s` from Retry-After if given)    |
+| 504, 524: a gateway gave up waiting           | `UpstreamUnavailable(ambiguous=True)`         |
+| refused, connect or pool timeout (not sent)   | `UpstreamUnavailable`                         |
+| read timeout, reset after the body was sent   | `UpstreamUnavailable(ambiguous=True)`         |
+| 200 not JSON, or JSON without an image        | `Failed("provider_error")`                    |
+
+`ambiguous=True` means the upstream may have accepted (and will bill) the job: the caller must
+not resubmit it to another channel.
+
+OpenAI's image call is synchronous and takes no idempotency key: the job lives only as long
+as the HTTP request, and the upstream cannot look it up by our task id afterwards. So `poll`
+(called only after a worker lost the request, e.g. in a crash) cannot recover the result and
+answers `Failed("provider_error")`, which is refunded; a resubmission after such a crash may
+be billed twice upstream, which only the operator's upstream bill shows.
+
+The API key is handed in by the caller and goes nowhere but the SDK's Authorization header:
+it is never logged and is scrubbed from every message built from an upstream answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import openai
+
+from app.providers.base import (
+    Completed,
+    Failed,
+    Outcome,
+    Output,
+    ProgressReporter,
+    ProviderJob,
+    ProviderUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+SourceReader = Callable[[Sequence[str]], Awaitable[list[bytes]]]
+
+STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+_LANDSCAPE = {"3:2", "16:9", "4:3", "21:9"}
+_PORTRAIT = {"2:3", "9:16", "3:4"}
+_CALLER_FAULT_STATUSES = {400, 404, 409, 413, 422}
+_AMBIGUOUS_STATUSES = {504, 524}
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_CONTENT_POLICY_CODES = {"moderation_blocked", "content_policy_violation"}
+_MAX_MESSAGE = 300
+
+
+class UpstreamUnavailable(ProviderUnavailable):
+    """A retryable refusal or loss of contact; `ambiguous` when the upstream may have the job."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, ambiguous: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.ambiguous = ambiguous
+
+
+class OpenAIImagesProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        upstream_model: str,
+        read_sources: SourceReader,
+        request_timeout_s: float = 300.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._model = upstream_model
+        self._read_sources = read_sources
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
+        params = job.input
+        try:
+            arguments = _image_arguments(params, model=self._model)
+        except ValueError as exc:
+            return Failed("invalid_input", str(exc))
+        urls = list(params.get("input_urls") or params.get("image_urls") or [])
+        # The reader's own failures (an unreachable input) are the caller's to map.
+        sources = await self._read_sources(urls) if urls else []
+        await report(5)
+        try:
+            if sources:
+                images = [_upload(i, data) for i, data in enumerate(sources)]
+                response = await self._client.images.edit(image=images, **arguments)
+            else:
+                response = await self._client.images.generate(**arguments)
+        except openai.APIStatusError as exc:
+            return self._status_outcome(exc)
+        except openai.APIConnectionError as exc:
+            raise self._connection_failure(exc) from None
+        except ValueError:
+            # The SDK hands a 200 whose body claims JSON but is not straight to json.loads.
+            return Failed("provider_error", "the provider answered with malformed JSON")
+        await report(95)
+        return _completed(response, model=self._model)
+
+    async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
+        return Failed("provider_error", "the upstream call was interrupted and cannot be looked up")
+
+    def _status_outcome(self, exc: openai.APIStatusError) -> Outcome:
+        status = exc.status_code
+        upstream_message = self._scrub(_error_message(exc))
+        if status in (401, 403):
+            # Upstream 401 bodies often echo part of the key; none of it goes anywhere.
+            log.error(
+                "openai upstream %s refused this channel's credential (HTTP %s)",
+                self._base_url,
+                status,
+            )
+            return Failed(
+                "provider_error",
+                f"the provider refused this gateway channel's credentials (HTTP {status}); "
+                "this is a problem on the operator's side, not with your request",
+                details={"channel_fault": "auth", "status": status},
+            )
+        if status == 429 or status >= 500:
+            ambiguous = status in _AMBIGUOUS_STATUSES
+            raise UpstreamUnavailable(
+                f"the provider answered HTTP {status}"
+                + (": it may still run the job" if ambiguous else ""),
+                retry_after_s=_retry_after_s(exc.response.headers),
+                ambiguous=ambiguous,
+            ) from None
+        if _is_content_policy(exc):
+            return Failed(
+                "content_policy",
+                "the provider's moderation refused the request"
+                + (f": {upstream_message}" if upstream_message else ""),
+            )
+        if status in _CALLER_FAULT_STATUSES:
+            return Failed(
+                "invalid_input",
+                "the provider rejected the input"
+                + (f": {upstream_message}" if upstream_message else ""),
+            )
+        return Failed("provider_error", f"the provider answered HTTP {status}")
+
+    def _connection_failure(self, exc: openai.APIConnectionError) -> UpstreamUnavailable:
+        cause = exc.__cause__
+        if isinstance(cause, _NOT_SENT):
+            return UpstreamUnavailable("the provider could not be reached")
+        if isinstance(exc, openai.APITimeoutError):
+            return UpstreamUnavailable(
+                "the provider did not answer in time: it may still run the job", ambiguous=True
+            )
+        return UpstreamUnavailable(
+            "the connection to the provider broke after the request was sent: "
+            "it may still run the job",
+            ambiguous=True,
+        )
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text[:_MAX_MESSAGE]
+
+
+def _image_arguments(params: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "model": model,
+        "prompt": str(params.get("prompt", "")),
+        "n": 1,
+        "size": size_for(str(params.get("aspect_ratio", "1:1")), params.get("resolution")),
+        "quality": _choice(params, "quality", ("low", "medium", "high"), "medium"),
+        "output_format": _choice(params, "output_format", ("png", "jpeg", "webp"), "png"),
+    }
+    # Sent only when asked for: not every Images-compatible upstream knows them.
+    if params.get("moderation") is not None:
+        arguments["moderation"] = _choice(params, "moderation", ("low", "auto"), "auto")
+    if params.get("background") is not None:
+        allowed = ("transparent", "opaque", "auto")
+        arguments["background"] = _choice(params, "background", allowed, "auto")
+    if params.get("output_compression") is not None:
+        arguments["output_compression"] = int(params["output_compression"])
+    return arguments
+
+
+def size_for(aspect_ratio: str, resolution: object) -> str:
+    """OpenAI's size for our aspect ratio and resolution; ValueError on unknown values.
+
+    An explicit standard size wins; 1K/2K/4K only pick the orientation, because the
+    standard sizes are all the GPT image models share.
+    """
+    if isinstance(resolution, str) and resolution in STANDARD_SIZES:
+        return resolution
+    if resolution not in (None, "1K", "2K", "4K"):
+        allowed = ", ".join([*STANDARD_SIZES, "1K", "2K", "4K"])
+        raise ValueError(f"resolution {resolution!r} is not available: expected one of {allowed}")
+    if aspect_ratio == "auto":
+        return "auto"
+    if aspect_ratio == "1:1":
+        return "1024x1024"
+    if aspect_ratio in _LANDSCAPE:
+        return "1536x1024"
+    if aspect_ratio in _PORTRAIT:
+        return "1024x1536"
+    raise ValueError(f"aspect_ratio {aspect_ratio!r} is not available for this model")
+
+
+def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not available: expected one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _upload(index: int, data: bytes) -> tuple[str, bytes, str]:
+    content_type = sniff_image_type(data) or "application/octet-stream"
+    extension = content_type.rsplit("/", 1)[-1]
+    return (f"input-{index}.{extension}", data, content_type)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _completed(response: object, *, model: str) -> Outcome:
+    # Without strict validation the SDK returns whatever parsed: text for a non-JSON body.
+    if not isinstance(response, openai.types.ImagesResponse) or not response.data:
+        return Failed("provider_error", "the provider answered without an image")
+    encoded = response.data[0].b64_json
+    if not isinstance(encoded, str):
+        return Failed("provider_error", "the provider answered without an image")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return Failed("provider_error", "the provider answered with an image that is not base64")
+    content_type = sniff_image_type(data)
+    if content_type is None:
+        return Failed("provider_error", "the provider answered with a file that is not an image")
+    cost: dict[str, Any] | None = None
+    if response.usage is not None:
+        cost = {"unit": "tokens", "model": model, **response.usage.model_dump(exclude_none=True)}
+    return Completed([Output(data, content_type)], cost=cost)
+
+
+def _is_content_policy(exc: openai.APIStatusError) -> bool:
+    if exc.code in _CONTENT_POLICY_CODES:
+        return True
+    return exc.type == "image_generation_user_error" and "safety" in _error_message(exc).lower()
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str):
+            return message
+    return ""
+
+
+def _retry_after_s(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

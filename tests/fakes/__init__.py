@@ -1,0 +1,1 @@
+"""Small loopback servers standing in for upstreams unreachable from the tests."""
