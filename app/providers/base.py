@@ -54,7 +54,19 @@ Outcome = Completed | Pending | Failed
 
 
 class ProviderUnavailable(Exception):
-    """A transient failure (network, 5xx, throttling): the worker retries with backoff."""
+    """A transient failure (network, 5xx, throttling): the worker retries with backoff.
+
+    `retry_after_s`: what the upstream asked for, if anything. `ambiguous`: the request may
+    have reached the upstream (a timeout or a dropped connection after the body was sent,
+    504, 524), so the job must not be submitted again elsewhere.
+    """
+
+    def __init__(
+        self, message: str = "", *, retry_after_s: float | None = None, ambiguous: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.ambiguous = ambiguous
 
 
 class Provider(Protocol):

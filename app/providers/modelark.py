@@ -28,13 +28,13 @@ How upstream answers map to outcomes:
 | another 4xx (not 401, 403, 429), or one without code | `Failed("provider_error")`                |
 | 401, 403 (the channel's credential)                  | `Failed("provider_error")`, `details`     |
 |                                                      | `{"channel_fault": "auth"}`, logged       |
-| 429, 5xx except 504/524                              | raises `UpstreamUnavailable`, with        |
+| 429, 5xx except 504/524                              | raises `ProviderUnavailable`, with        |
 |                                                      | `retry_after_s` from Retry-After          |
-| 504, 524 on submit                                   | `UpstreamUnavailable(ambiguous=True)`     |
-| connection refused, connect or pool timeout          | `UpstreamUnavailable` (nothing was sent)  |
-| submit read timeout / reset after the body was sent  | `UpstreamUnavailable(ambiguous=True)`     |
+| 504, 524 on submit                                   | `ProviderUnavailable(ambiguous=True)`     |
+| connection refused, connect or pool timeout          | `ProviderUnavailable` (nothing was sent)  |
+| submit read timeout / reset after the body was sent  | `ProviderUnavailable(ambiguous=True)`     |
 | 2xx that is not JSON or lacks `id` / `status`        | `Failed("provider_error")`                |
-| the result download fails (transport, status, size)  | `UpstreamUnavailable`: polled again until |
+| the result download fails (transport, status, size)  | `ProviderUnavailable`: polled again until |
 |                                                      | the task's deadline                       |
 | the result is refused by the URL policy, or not MP4  | `Failed("provider_error")`                |
 
@@ -84,17 +84,6 @@ _AMBIGUOUS_STATUSES = frozenset({504, 524})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _INVALID_INPUT_CODES = ("InvalidParameter", "MissingParameter", "InvalidArgument")
 _MAX_MESSAGE = 300
-
-
-class UpstreamUnavailable(ProviderUnavailable):
-    """A retryable refusal or loss of contact; `ambiguous` when the upstream may have the job."""
-
-    def __init__(
-        self, message: str, *, retry_after_s: float | None = None, ambiguous: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.ambiguous = ambiguous
 
 
 class ModelArkProvider:
@@ -163,7 +152,7 @@ class ModelArkProvider:
 
     async def cancel(self, upstream_id: str) -> bool:
         """Ask the upstream to cancel; True when it did. Only queued tasks can be canceled,
-        so a refusal (any 4xx) is an answer, not an error. Raises UpstreamUnavailable on
+        so a refusal (any 4xx) is an answer, not an error. Raises ProviderUnavailable on
         429, 5xx and connection failures."""
         response = await self._send("DELETE", self._task_url(upstream_id))
         status = response.status_code
@@ -190,15 +179,15 @@ class ModelArkProvider:
                 method, url, json=json, headers=headers, timeout=self._timeout
             )
         except _NOT_SENT:
-            raise UpstreamUnavailable("the provider could not be reached") from None
+            raise ProviderUnavailable("the provider could not be reached") from None
         except httpx.TimeoutException:
-            raise UpstreamUnavailable(
+            raise ProviderUnavailable(
                 "the provider did not answer in time"
                 + (": it may still run the job" if may_create else ""),
                 ambiguous=may_create,
             ) from None
         except httpx.HTTPError:
-            raise UpstreamUnavailable(
+            raise ProviderUnavailable(
                 "the connection to the provider broke"
                 + (" after the request was sent: it may still run the job" if may_create else ""),
                 ambiguous=may_create,
@@ -224,10 +213,10 @@ class ModelArkProvider:
             "provider_error", f"the provider answered HTTP {status}", details={"status": status}
         )
 
-    def _unavailable(self, response: httpx.Response, *, may_create: bool) -> UpstreamUnavailable:
+    def _unavailable(self, response: httpx.Response, *, may_create: bool) -> ProviderUnavailable:
         status = response.status_code
         ambiguous = may_create and status in _AMBIGUOUS_STATUSES
-        return UpstreamUnavailable(
+        return ProviderUnavailable(
             f"the provider answered HTTP {status}"
             + (": it may still run the job" if ambiguous else ""),
             retry_after_s=parse_retry_after(response.headers.get("retry-after")),
@@ -268,7 +257,7 @@ class ModelArkProvider:
             return Failed("provider_error", f"the provider's video URL is refused: {exc.reason}")
         except FetchFailed as exc:
             # Messages name the host only: the URL is presigned.
-            raise UpstreamUnavailable(
+            raise ProviderUnavailable(
                 f"the finished video could not be downloaded: {exc}"
             ) from None
         if data[4:8] != b"ftyp":

@@ -14,11 +14,11 @@ How upstream answers map to outcomes:
 | 401, 403: the channel's credential            | `Failed("provider_error")`, details           |
 |                                               | `{"channel_fault": "auth"}`: a breaker counts |
 |                                               | it; the caller is told it is not their fault  |
-| 429, 5xx except 504/524                       | raises `UpstreamUnavailable` (retryable;      |
+| 429, 5xx except 504/524                       | raises `ProviderUnavailable` (retryable;      |
 |                                               | `retry_after_s` from Retry-After if given)    |
-| 504, 524: a gateway gave up waiting           | `UpstreamUnavailable(ambiguous=True)`         |
-| refused, connect or pool timeout (not sent)   | `UpstreamUnavailable`                         |
-| read timeout, reset after the body was sent   | `UpstreamUnavailable(ambiguous=True)`         |
+| 504, 524: a gateway gave up waiting           | `ProviderUnavailable(ambiguous=True)`         |
+| refused, connect or pool timeout (not sent)   | `ProviderUnavailable`                         |
+| read timeout, reset after the body was sent   | `ProviderUnavailable(ambiguous=True)`         |
 | 200 not JSON, or JSON without an image        | `Failed("provider_error")`                    |
 
 `ambiguous=True` means the upstream may have accepted (and will bill) the job: the caller must
@@ -69,17 +69,6 @@ _AMBIGUOUS_STATUSES = {504, 524}
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CONTENT_POLICY_CODES = {"moderation_blocked", "content_policy_violation"}
 _MAX_MESSAGE = 300
-
-
-class UpstreamUnavailable(ProviderUnavailable):
-    """A retryable refusal or loss of contact; `ambiguous` when the upstream may have the job."""
-
-    def __init__(
-        self, message: str, *, retry_after_s: float | None = None, ambiguous: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.ambiguous = ambiguous
 
 
 class OpenAIImagesProvider:
@@ -156,7 +145,7 @@ class OpenAIImagesProvider:
             )
         if status == 429 or status >= 500:
             ambiguous = status in _AMBIGUOUS_STATUSES
-            raise UpstreamUnavailable(
+            raise ProviderUnavailable(
                 f"the provider answered HTTP {status}"
                 + (": it may still run the job" if ambiguous else ""),
                 retry_after_s=_retry_after_s(exc.response.headers),
@@ -176,15 +165,15 @@ class OpenAIImagesProvider:
             )
         return Failed("provider_error", f"the provider answered HTTP {status}")
 
-    def _connection_failure(self, exc: openai.APIConnectionError) -> UpstreamUnavailable:
+    def _connection_failure(self, exc: openai.APIConnectionError) -> ProviderUnavailable:
         cause = exc.__cause__
         if isinstance(cause, _NOT_SENT):
-            return UpstreamUnavailable("the provider could not be reached")
+            return ProviderUnavailable("the provider could not be reached")
         if isinstance(exc, openai.APITimeoutError):
-            return UpstreamUnavailable(
+            return ProviderUnavailable(
                 "the provider did not answer in time: it may still run the job", ambiguous=True
             )
-        return UpstreamUnavailable(
+        return ProviderUnavailable(
             "the connection to the provider broke after the request was sent: "
             "it may still run the job",
             ambiguous=True,

@@ -21,7 +21,7 @@ from app.providers.base import (
     ProviderJob,
     ProviderUnavailable,
 )
-from app.providers.modelark import ModelArkProvider, UpstreamUnavailable
+from app.providers.modelark import ModelArkProvider
 from tests.fakes.modelark import Canned, FakeModelArk, Script, error_body, running_modelark
 from tests.support.server import free_port
 
@@ -228,7 +228,7 @@ async def test_polls_through_queued_and_running_to_a_copied_video(
 async def test_a_result_url_that_is_gone_is_polled_again(
     fake: FakeModelArk, provider: ModelArkProvider
 ) -> None:
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(ProviderUnavailable) as caught:
         await finished_with(fake, provider, Script(video_stored=False))
 
     assert "could not be downloaded" in str(caught.value)
@@ -398,7 +398,7 @@ async def test_429_is_retryable_with_its_retry_after(
 ) -> None:
     fake.fail_next(Canned(429, error_body("RateLimitExceeded"), {"Retry-After": "7"}))
 
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.submit(video_job(), report=no_progress)
 
     assert isinstance(caught.value, ProviderUnavailable)
@@ -413,7 +413,7 @@ async def test_5xx_on_submit_is_retryable_and_a_gateway_timeout_ambiguous(
 ) -> None:
     fake.fail_next(Canned(status, b"oops", method="POST"))
 
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.submit(video_job(), report=no_progress)
 
     assert caught.value.ambiguous is ambiguous
@@ -428,7 +428,7 @@ async def test_5xx_on_poll_is_retryable_and_never_ambiguous(
     fake.fail_next(Canned(504, b"", method="GET"), Canned(500, b"", method="GET"))
 
     for _ in range(2):
-        with pytest.raises(UpstreamUnavailable) as caught:
+        with pytest.raises(ProviderUnavailable) as caught:
             await provider.poll(job, pending.upstream_id)
         assert caught.value.ambiguous is False
     assert isinstance(await provider.poll(job, pending.upstream_id), Pending)
@@ -454,9 +454,9 @@ async def test_a_hanging_submit_is_ambiguous_and_a_hanging_poll_is_not(
     pending = await submitted(provider, job)
     fake.fail_next(Canned(hang=True, method="POST"), Canned(hang=True, method="GET"))
 
-    with pytest.raises(UpstreamUnavailable) as on_submit:
+    with pytest.raises(ProviderUnavailable) as on_submit:
         await provider.submit(job, report=no_progress)
-    with pytest.raises(UpstreamUnavailable) as on_poll:
+    with pytest.raises(ProviderUnavailable) as on_poll:
         await provider.poll(job, pending.upstream_id)
 
     assert on_submit.value.ambiguous is True
@@ -467,7 +467,7 @@ async def test_a_hanging_submit_is_ambiguous_and_a_hanging_poll_is_not(
 async def test_nothing_listening_is_retryable_and_not_ambiguous(http: httpx.AsyncClient) -> None:
     provider = provider_for(f"http://127.0.0.1:{free_port()}", http)
 
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.submit(video_job(), report=no_progress)
 
     assert caught.value.ambiguous is False
@@ -512,7 +512,7 @@ async def test_cancel_during_an_outage_raises_retryable(
 ) -> None:
     fake.fail_next(Canned(503, b"", {"Retry-After": "3"}, method="DELETE"))
 
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.cancel("cgt-1")
 
     assert caught.value.retry_after_s == 3

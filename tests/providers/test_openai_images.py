@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.providers.base import Completed, Failed, ProviderJob
-from app.providers.openai_images import OpenAIImagesProvider, UpstreamUnavailable
+from app.providers.base import Completed, Failed, ProviderJob, ProviderUnavailable
+from app.providers.openai_images import OpenAIImagesProvider
 from tests.fakes.openai_images import FakeOpenAIImages, running_fake
 from tests.support.server import free_port
 
@@ -257,7 +257,7 @@ async def test_rate_limit_is_retryable_with_retry_after(
     provider: OpenAIImagesProvider, fake: FakeOpenAIImages
 ) -> None:
     fake.mode = "rate_limited"
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.retry_after_s == 7
     assert raised.value.ambiguous is False
@@ -269,7 +269,7 @@ async def test_rate_limit_retry_after_as_a_date(
 ) -> None:
     fake.mode = "rate_limited"
     fake.retry_after = "Thu, 01 Jan 2099 00:00:00 GMT"
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.retry_after_s is not None and raised.value.retry_after_s > 10**8
 
@@ -278,7 +278,7 @@ async def test_server_error_is_retryable_and_not_ambiguous(
     provider: OpenAIImagesProvider, fake: FakeOpenAIImages
 ) -> None:
     fake.mode = "server_error"
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.ambiguous is False
     assert raised.value.retry_after_s is None
@@ -288,7 +288,7 @@ async def test_gateway_timeout_is_ambiguous(
     provider: OpenAIImagesProvider, fake: FakeOpenAIImages
 ) -> None:
     fake.mode = "gateway_timeout"
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.ambiguous is True
 
@@ -298,7 +298,7 @@ async def test_timeout_after_the_body_was_sent_is_ambiguous(
 ) -> None:
     fake.mode = "hang"
     provider = make_provider(request_timeout_s=0.5)
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.ambiguous is True
     assert fake.requests[0].fields["prompt"] == "x"  # the upstream did get the job
@@ -306,7 +306,7 @@ async def test_timeout_after_the_body_was_sent_is_ambiguous(
 
 async def test_refused_connection_is_retryable_and_not_ambiguous(make_provider: Factory) -> None:
     provider = make_provider(base_url=f"http://127.0.0.1:{free_port()}/v1")
-    with pytest.raises(UpstreamUnavailable) as raised:
+    with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit(job(prompt="x"), report=no_progress)
     assert raised.value.ambiguous is False
 
@@ -337,7 +337,7 @@ async def test_connection_dropped_after_the_body_is_ambiguous(make_provider: Fac
     try:
         port = listener.getsockname()[1]
         provider = make_provider(base_url=f"http://127.0.0.1:{port}/v1")
-        with pytest.raises(UpstreamUnavailable) as raised:
+        with pytest.raises(ProviderUnavailable) as raised:
             await provider.submit(job(prompt="x"), report=no_progress)
         assert raised.value.ambiguous is True
     finally:
