@@ -11,7 +11,6 @@ import builtins
 import copy
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from app.catalog.pricing import PriceRule, parse_price_rule, price_of
 from app.core.errors import InvalidInput
 from app.core.names import unknown_field
 from app.core.text import NO_NUL_PATTERN, NOT_BLANK_PATTERN
+from app.core.tomlfile import parse_entries
 
 __all__ = [
     "MEDIA_TYPES",
@@ -242,36 +242,15 @@ def load_catalog(path: Path | None = None) -> Catalog:
 
     Raises CatalogError naming the file, the model and the problem.
     """
-    source = path or PACKAGED_CATALOG_PATH
-    try:
-        with source.open("rb") as file:
-            document = tomllib.load(file)
-    except OSError as error:
-        raise CatalogError(f"{source}: cannot read the catalog: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{source}: not valid TOML: {error}") from error
-    extra = sorted(set(document) - {"model"})
-    if extra:
-        raise CatalogError(f"{source}: unknown top-level key {extra[0]!r}; expected [[model]]")
-    entries = document.get("model")
-    if not isinstance(entries, list) or not entries:
-        raise CatalogError(f"{source}: no models; add one [[model]] table per model")
-    models: builtins.list[CatalogModel] = []
-    for number, entry in enumerate(entries, start=1):
-        label = _label(entry, number)
-        try:
-            model = _parse_model(entry)
-        except ValueError as error:
-            raise CatalogError(f"{source}: model {label}: {error}") from error
-        if any(known.id == model.id for known in models):
-            raise CatalogError(f"{source}: model {label}: duplicate id")
-        models.append(model)
+    models = parse_entries(
+        path or PACKAGED_CATALOG_PATH,
+        table="model",
+        id_key="id",
+        document="the catalog",
+        error=CatalogError,
+        parse=_parse_model,
+    )
     return Catalog(models)
-
-
-def _label(entry: Any, number: int) -> str:
-    model_id = entry.get("id") if isinstance(entry, dict) else None
-    return repr(model_id) if isinstance(model_id, str) and model_id else f"#{number}"
 
 
 def _parse_model(entry: Any) -> CatalogModel:

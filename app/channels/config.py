@@ -9,11 +9,12 @@ Without a file every model runs on the offline `local` renderer.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app.core.tomlfile import parse_entries
 
 ADAPTERS = ("local", "openai", "kie", "modelark", "fal", "replicate")
 _KEYS = frozenset(
@@ -58,29 +59,14 @@ def load_channels(
     if path is None:
         return local_channels(known)
     env = os.environ if environ is None else environ
-    try:
-        with path.open("rb") as file:
-            document = tomllib.load(file)
-    except OSError as error:
-        raise ChannelError(f"{path}: cannot read the channel file: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ChannelError(f"{path}: not valid TOML: {error}") from error
-    extra = sorted(set(document) - {"channel"})
-    if extra:
-        raise ChannelError(f"{path}: unknown top-level key {extra[0]!r}; expected [[channel]]")
-    entries = document.get("channel")
-    if not isinstance(entries, list) or not entries:
-        raise ChannelError(f"{path}: no channels; add one [[channel]] table per channel")
-    channels: list[Channel] = []
-    for number, entry in enumerate(entries, start=1):
-        label = _label(entry, number)
-        try:
-            channel = _parse(entry, known, env)
-        except ValueError as error:
-            raise ChannelError(f"{path}: channel {label}: {error}") from error
-        if any(c.name == channel.name for c in channels):
-            raise ChannelError(f"{path}: channel {label}: duplicate name")
-        channels.append(channel)
+    channels = parse_entries(
+        path,
+        table="channel",
+        id_key="name",
+        document="the channel file",
+        error=ChannelError,
+        parse=lambda entry: _parse(entry, known, env),
+    )
     unserved = [m for m in known if not any(m in c.models for c in channels)]
     if unserved:
         raise ChannelError(
@@ -88,11 +74,6 @@ def load_channels(
             '(a channel with adapter = "local" renders offline)'
         )
     return channels
-
-
-def _label(entry: Any, number: int) -> str:
-    name = entry.get("name") if isinstance(entry, dict) else None
-    return repr(name) if isinstance(name, str) and name else f"#{number}"
 
 
 def _parse(entry: Any, known: list[str], env: Mapping[str, str]) -> Channel:
