@@ -14,6 +14,8 @@ import time
 from collections import Counter, defaultdict, deque
 from urllib.parse import urlsplit
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.callbacks.models import CallbackAttempt, CallbackDelivery
 from app.callbacks.queue import claim_due_deliveries, fix_body, postpone, record_attempt
 from app.callbacks.schedule import judge
@@ -221,16 +223,15 @@ class CallbackDispatcher:
                 )
                 await session.commit()
             return
-        attempt = await self._send(delivery, body, keys)
-        self._note_send(_host_of(delivery.url), attempt.row.latency_ms or 0)
+        record, retry_after = await self._send(delivery, body, keys)
+        self._note_send(_host_of(delivery.url), record.latency_ms or 0)
         number = delivery.attempts + 1
         verdict = judge(
             attempt=number,
             schedule=self._settings.callback_retry_schedule,
-            status_code=attempt.status_code,
-            retry_after=attempt.retry_after,
+            status_code=record.status_code,
+            retry_after=retry_after,
         )
-        record = attempt.row
         record.number = number
         next_due = None if verdict.wait_s is None else now_ms() + int(verdict.wait_s * 1000)
         async with self._runtime.sessions() as session:
@@ -246,10 +247,7 @@ class CallbackDispatcher:
         if not kept:
             log.warning("callback %s: lease lost during attempt %d", delivery.id, number)
         elif verdict.wait_s is not None and verdict.wait_s < self._settings.scan_interval_seconds:
-            # Due before the next scan: come back for it on time (a wait of seconds).
-            asyncio.get_running_loop().call_later(
-                verdict.wait_s, self._runtime.notifier.deliveries.set
-            )
+            self._recheck_in(verdict.wait_s)  # due before the next scan: claim it on time
         log.info(
             "callback %s attempt %d: %s -> %s",
             delivery.id,
@@ -276,9 +274,10 @@ class CallbackDispatcher:
             await session.commit()
         return body, keys
 
-    async def _body_of(self, session, delivery: CallbackDelivery) -> str:  # type: ignore[no-untyped-def]
+    async def _body_of(self, session: AsyncSession, delivery: CallbackDelivery) -> str:
         """`{"code", "msg", "data"}` with recordInfo's data, its URLs valid for days."""
         task = await session.get(Task, delivery.task_id)
+        assert task is not None  # the delivery row's foreign key
         view = await describe_task(
             session,
             runtime=self._runtime,
@@ -294,7 +293,10 @@ class CallbackDispatcher:
         }
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
-    async def _send(self, delivery: CallbackDelivery, body: str, keys: list[str]) -> _Sent:
+    async def _send(
+        self, delivery: CallbackDelivery, body: str, keys: list[str]
+    ) -> tuple[CallbackAttempt, str | None]:
+        """One POST; the attempt as it went, and the receiver's Retry-After if any."""
         timestamp = int(time.time())
         headers = {
             "webhook-id": delivery.id,
@@ -319,17 +321,7 @@ class CallbackDispatcher:
         except FetchFailed as exc:
             row.error = str(exc)[:300]
         row.latency_ms = int((time.monotonic() - started) * 1000)
-        return _Sent(row, retry_after)
-
-
-class _Sent:
-    def __init__(self, row: CallbackAttempt, retry_after: str | None) -> None:
-        self.row = row
-        self.retry_after = retry_after
-
-    @property
-    def status_code(self) -> int | None:
-        return self.row.status_code
+        return row, retry_after
 
 
 def _excerpt(content: bytes) -> str:
