@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     ScalarSelect,
+    Select,
     and_,
     bindparam,
     case,
@@ -25,7 +25,7 @@ from app.core.errors import (
     InvalidInput,
     NotFound,
 )
-from app.core.ids import now_ms
+from app.core.ids import is_id, now_ms
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import CallbackState, TaskPage, TaskRead
@@ -218,13 +218,19 @@ def _queued_ahead(due_at: ColumnElement[int], task_id: ColumnElement[str]) -> Sc
 
 
 _DELIVERIES = CallbackDelivery.metadata.tables["callback_delivery"]
-# The newest delivery's status: what callbackState reports.
-_LATEST_DELIVERY = (
-    select(_DELIVERIES.c.status)
-    .where(_DELIVERIES.c.task_id == bindparam("task_id"))
-    .order_by(_DELIVERIES.c.created_at.desc(), _DELIVERIES.c.id.desc())
-    .limit(1)
-)
+
+
+def _latest_delivery(task_id: ColumnElement[str]) -> Select[tuple[str]]:
+    """The status of a task's newest delivery: what callbackState reports."""
+    return (
+        select(_DELIVERIES.c.status)
+        .where(_DELIVERIES.c.task_id == task_id)
+        .order_by(_DELIVERIES.c.created_at.desc(), _DELIVERIES.c.id.desc())
+        .limit(1)
+    )
+
+
+_LATEST_DELIVERY = _latest_delivery(bindparam("task_id"))
 _READ_TASK = select(
     Task,
     case(
@@ -237,12 +243,7 @@ _READ_TASK = select(
     case(
         (
             col(Task.callback_url).is_not(None),
-            select(_DELIVERIES.c.status)
-            .where(_DELIVERIES.c.task_id == _TASKS.c.id)
-            .order_by(_DELIVERIES.c.created_at.desc(), _DELIVERIES.c.id.desc())
-            .limit(1)
-            .correlate(_TASKS)
-            .scalar_subquery(),
+            _latest_delivery(_TASKS.c.id).correlate(_TASKS).scalar_subquery(),
         ),
         else_=None,
     ),
@@ -271,9 +272,6 @@ _STATE_STATUSES = {
 }
 
 
-_TASK_ID = re.compile(r"task_[0-9a-f]{28}")
-
-
 async def list_tasks(
     session: AsyncSession,
     *,
@@ -288,7 +286,7 @@ async def list_tasks(
     """The calling key's tasks, newest first. Raises InvalidInput on a bad filter."""
     principal.require(Scope.TASKS_READ)
     await runtime.limiter.hit(principal, GROUP_QUERY)
-    if cursor is not None and not _TASK_ID.fullmatch(cursor):
+    if cursor is not None and not is_id(cursor, "task"):
         raise InvalidInput("cursor must be the nextCursor of a previous page", field="cursor")
     if state is not None and state not in _STATE_STATUSES:
         raise InvalidInput(
