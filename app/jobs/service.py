@@ -48,7 +48,7 @@ from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
 from app.media.service import signed_media_ref
 from app.net.policy import outbound_policy
-from app.net.url_guard import UrlPolicy, UrlRefused, check_url_syntax, check_url_target
+from app.net.url_guard import UrlRefused, check_url_syntax, check_url_target
 from app.runtime import Runtime
 
 REQUEST_ID_MAX = 200
@@ -127,25 +127,30 @@ async def _check_urls(
     """Refuse now, for free, what the fetch or the delivery would refuse later: forbidden
     addresses, literal or behind a name. Names that do not resolve in time are let through.
     """
+    if not inputs and not callback_url:
+        return
     settings = runtime.settings
     policy = outbound_policy(settings)
     now_s = now_ms() // 1000
-    own = []
+    checks: list[tuple[str, str]] = []
     for where, url in inputs:
         ref = signed_media_ref(url, secret=runtime.signing_secret)
-        if ref is not None and now_s >= ref.expires_at_s:
+        if ref is None:
+            checks.append((where, url))
+        elif now_s >= ref.expires_at_s:
             raise InvalidInput(
                 f"{where} has expired; upload the file again, or read its task again for "
                 "a fresh URL",
                 field=_field(where),
             )
-        if ref is not None:
-            own.append((where, url))
-    # Our own signed media (uploads, earlier results) is read from storage, never fetched.
-    inputs = [pair for pair in inputs if pair not in own]
-    checks = [*inputs, *([(callback_field, callback_url)] if callback_url else [])]
+        # else: our own signed media (an upload, an earlier result) is read from storage.
+    if callback_url:
+        checks.append((callback_field, callback_url))
     for where, url in checks:
-        _refuse_as(where, check_url_syntax, url, policy)
+        try:
+            check_url_syntax(url, policy)
+        except UrlRefused as exc:
+            raise _refused(where, exc) from None
     if policy.allow_private or not checks:
         return
     results = await asyncio.gather(
@@ -157,16 +162,13 @@ async def _check_urls(
     )
     for (where, _url), result in zip(checks, results, strict=True):
         if isinstance(result, UrlRefused):
-            raise InvalidInput(f"{where} is not allowed: {result.reason}", field=_field(where))
+            raise _refused(where, result)
         if isinstance(result, BaseException):
             raise result
 
 
-def _refuse_as(where: str, check: Any, url: str, policy: UrlPolicy) -> None:
-    try:
-        check(url, policy)
-    except UrlRefused as exc:
-        raise InvalidInput(f"{where} is not allowed: {exc.reason}", field=_field(where)) from None
+def _refused(where: str, exc: UrlRefused) -> InvalidInput:
+    return InvalidInput(f"{where} is not allowed: {exc.reason}", field=_field(where))
 
 
 def _field(where: str) -> str:
