@@ -222,7 +222,7 @@ async def list_tasks_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
         limit = arguments.get("limit")
         if limit is None:
             limit = 20
-        elif isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        elif isinstance(limit, bool) or not isinstance(limit, int):  # the range: list_tasks
             raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
         return await list_tasks(
             session,

@@ -295,7 +295,7 @@ async def list_tasks(
             allowed=list(_STATE_STATUSES),
         )
     if not 1 <= limit <= 100:
-        raise InvalidInput("limit must be between 1 and 100", field="limit")
+        raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
     stmt = select(Task).where(col(Task.api_key_id) == principal.key_id)
     if model:
         stmt = stmt.where(col(Task.model) == model)
