@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -127,7 +128,7 @@ class CatalogModel:
             )
         return rules
 
-    @property
+    @functools.cached_property
     def url_inputs(self) -> frozenset[str]:
         """Canonical names of the inputs that carry URLs (one, or a list of them)."""
         properties = self.input_schema["properties"]
@@ -380,7 +381,6 @@ def _agree_on_shape(values: dict[str, Any], sent: set[str], properties: Mapping[
         return
     if not _contradicts(ratio[0], pixels):
         return
-    width, height = int(pixels[1]), int(pixels[2])
     if "aspect_ratio" in sent:
         raise InvalidInput(
             f"aspect_ratio {ratio[0]} contradicts resolution {pixels[0]}; "
@@ -388,11 +388,7 @@ def _agree_on_shape(values: dict[str, Any], sent: set[str], properties: Mapping[
             field="aspect_ratio",
         )
     allowed = properties.get("aspect_ratio", {}).get("enum") or ()
-    matching = [
-        choice
-        for choice in allowed
-        if (m := _RATIO.match(str(choice))) and width * int(m[2]) == height * int(m[1])
-    ]
+    matching = [c for c in allowed if _RATIO.match(str(c)) and not _contradicts(str(c), pixels)]
     if matching:
         values["aspect_ratio"] = matching[0]
     elif "auto" in allowed:
