@@ -20,12 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import create_account, get_account
 from app.callbacks.schemas import CallbackDeliveryRead, WebhookSecretRead
-from app.callbacks.secrets import get_webhook_secret, roll_webhook_secret
-from app.callbacks.service import read_any_task_callbacks
+from app.callbacks.service import account_secret, read_any_task_callbacks, roll_account_secret
 from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.core.ids import now_ms
 from app.credits.service import grant_credits
 from app.db.migrate import upgrade_database
 from app.keys.models import ApiKey
@@ -274,8 +272,7 @@ def webhooks_secret(
 
     async def read(session: AsyncSession) -> WebhookSecretRead:
         await get_account(session, account_id=account)  # an unknown account is an error
-        row = await get_webhook_secret(session, account_id=account)
-        return WebhookSecretRead.of(row, now=now_ms())
+        return await account_secret(session, account_id=account)
 
     _show_secret(ctx, _run(read, field="account"), headline=f"webhook secret of {account}")
 
@@ -289,8 +286,7 @@ def webhooks_roll(
 
     async def roll(session: AsyncSession) -> WebhookSecretRead:
         await get_account(session, account_id=account)
-        row = await roll_webhook_secret(session, account_id=account)
-        return WebhookSecretRead.of(row, now=now_ms())
+        return await roll_account_secret(session, account_id=account)
 
     _show_secret(ctx, _run(roll, field="account"), headline=f"new webhook secret of {account}")
 

@@ -60,15 +60,26 @@ async def _callbacks_of(session: AsyncSession, task: Task) -> CallbackList:
     )
 
 
-async def read_webhook_secret(session: AsyncSession, *, principal: Principal) -> WebhookSecretRead:
-    """The account's whsec_ secret (made on first use). Raises PermissionDenied."""
-    principal.require(Scope.KEYS_MANAGE)
-    row = await get_webhook_secret(session, account_id=principal.account_id)
+async def account_secret(session: AsyncSession, *, account_id: str) -> WebhookSecretRead:
+    """An account's whsec_ secret, made on first use (REST for its own key, the admin CLI
+    for any account)."""
+    row = await get_webhook_secret(session, account_id=account_id)
     return WebhookSecretRead.of(row, now=now_ms())
+
+
+async def roll_account_secret(session: AsyncSession, *, account_id: str) -> WebhookSecretRead:
+    """A new secret for an account; the old one keeps signing too for 24 hours."""
+    row = await roll_webhook_secret(session, account_id=account_id)
+    return WebhookSecretRead.of(row, now=now_ms())
+
+
+async def read_webhook_secret(session: AsyncSession, *, principal: Principal) -> WebhookSecretRead:
+    """The calling key's account secret (made on first use). Raises PermissionDenied."""
+    principal.require(Scope.KEYS_MANAGE)
+    return await account_secret(session, account_id=principal.account_id)
 
 
 async def roll_secret(session: AsyncSession, *, principal: Principal) -> WebhookSecretRead:
     """A new secret; the old one keeps signing too for 24 hours. Raises PermissionDenied."""
     principal.require(Scope.KEYS_MANAGE)
-    row = await roll_webhook_secret(session, account_id=principal.account_id)
-    return WebhookSecretRead.of(row, now=now_ms())
+    return await roll_account_secret(session, account_id=principal.account_id)
