@@ -15,11 +15,12 @@ import logging
 from typing import Any
 
 from mcp_types.version import SUPPORTED_PROTOCOL_VERSIONS
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
+from app.api.bodies import read_body_up_to, replaying
 from app.core.errors import AuthenticationFailed, ServiceUnavailable
 from app.core.outages import unavailable_on_outage
 from app.jobs.views import base_url_of
@@ -77,12 +78,19 @@ class McpGateway:
             # by a third), so they get the tool's own error naming the limit; a body far
             # larger is refused here before it is held in memory.
             limit = runtime.settings.upload_max_bytes * 4 + (1 << 20)
-            body = await _read_up_to(request, limit)
-            problem = _jsonrpc_problem(body, limit)
+            try:
+                body = await read_body_up_to(request, limit)
+            except ClientDisconnect:
+                return  # nobody is left to answer
+            if body is None:
+                too_large = f"invalid request: the body is over {limit} bytes"
+                await _jsonrpc_error(-32600, too_large, 413)(scope, receive, send)
+                return
+            problem = _jsonrpc_problem(body)
             if problem is not None:
                 await problem(scope, receive, send)
                 return
-            receive = _replaying(body, receive)
+            receive = replaying(body, receive)
         if wants_sse:
             manager = self._surface.sse_manager
         else:
@@ -129,22 +137,9 @@ def _refuse_stream() -> JSONResponse:
     )
 
 
-async def _read_up_to(request: Request, limit: int) -> bytes:
-    """The body, or its first `limit` + 1 bytes when it is longer (then refused)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return b"".join(chunks)
-
-
-def _jsonrpc_problem(body: bytes, limit: int) -> JSONResponse | None:
+def _jsonrpc_problem(body: bytes) -> JSONResponse | None:
     """A short JSON-RPC error for what the SDK would answer at length or not at all: bodies
-    too large or not JSON, batches (not part of MCP since 2025-06-18) and null ids."""
-    if len(body) > limit:
-        return _jsonrpc_error(-32600, f"invalid request: the body is over {limit} bytes", 413)
+    not JSON, batches (not part of MCP since 2025-06-18) and null ids."""
     try:
         message = json.loads(body)
     except ValueError as exc:
@@ -163,20 +158,6 @@ def _jsonrpc_problem(body: bytes, limit: int) -> JSONResponse | None:
 def _jsonrpc_error(code: int, message: str, status: int = 400) -> JSONResponse:
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` for an app downstream, once the body has been read here."""
-    pending = True
-
-    async def replay() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _accepting_json(scope: Scope) -> Scope:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Message
 
+from app.api.bodies import read_body_up_to, replaying
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
 from app.core.errors import InvalidInput
@@ -105,7 +105,7 @@ async def upload_file(
 async def _from_multipart(request: Request, max_bytes: int) -> UploadSource:
     limit = max_bytes + _MULTIPART_OVERHEAD
     body = await _read_body(request, limit, field="file", max_bytes=max_bytes)
-    replayed = Request(request.scope, _replay(body))
+    replayed = Request(request.scope, replaying(body, request.receive))
     try:
         form = await replayed.form(max_files=1, max_fields=10)
     except HTTPException as exc:  # Starlette's answer to a malformed multipart body
@@ -155,35 +155,15 @@ def _from_json(raw: bytes, max_bytes: int) -> UploadSource:
 
 async def _read_body(request: Request, limit: int, *, field: str, max_bytes: int) -> bytes:
     """The body, refused as 413 as soon as it passes `limit` (declared or streamed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise upload_too_large(field, max_bytes)
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise upload_too_large(field, max_bytes)
-            chunks.append(chunk)
+        body = await read_body_up_to(request, limit)
     except ClientDisconnect:
         raise InvalidInput("the client closed the connection mid-body", field="body") from None
-    return b"".join(chunks)
+    if body is None:
+        raise upload_too_large(field, max_bytes)
+    return body
 
 
 def _base64_size(max_bytes: int) -> int:
     # base64 grows 4/3; allow line breaks, a data: prefix and the other fields.
     return (max_bytes + 2) // 3 * 4 * 105 // 100 + 4096
-
-
-def _replay(body: bytes) -> Any:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
