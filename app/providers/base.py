@@ -19,6 +19,8 @@ class ProviderJob:
     media_type: str
     input: Mapping[str, Any]
     attempt: int
+    # How many times this task was polled upstream so far (for an adapter's poll backoff).
+    polls: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Pending:
     upstream_id: str
     progress: int = 0
     poll_after_s: float = 2.0
+    # The job's place in the upstream's queue, when the upstream reports one (0 = next).
+    queue_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,11 @@ class ProviderUnavailable(Exception):
 
 class Provider(Protocol):
     name: str
+    # True when a second `submit` of the same task id cannot start a second upstream job
+    # (the upstream dedupes by our id, or the adapter can look the job up by it). Only then
+    # does the worker resubmit after a crash or an ambiguous submit; otherwise the task
+    # fails refunded rather than risk paying the upstream twice.
+    idempotent_submit: bool
 
     async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
         """Start the job. Must be idempotent by `job.task_id`: a resubmission after a crash
@@ -78,3 +87,12 @@ class Provider(Protocol):
         ...
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome: ...
+
+    async def cancel(self, upstream_id: str) -> bool:
+        """Ask the upstream to stop the job; True when it did. An upstream without a cancel
+        answers False. Raises ProviderUnavailable on 429, 5xx and connection failures."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds (its own HTTP client, if any)."""
+        ...

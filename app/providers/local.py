@@ -33,6 +33,8 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 
 class LocalProvider:
     name = "local"
+    # Rendering again makes the same result and costs nothing upstream.
+    idempotent_submit = True
 
     def __init__(
         self,
@@ -74,6 +76,12 @@ class LocalProvider:
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
         # Local jobs finish inside submit; a poll means a crash between the two: redo it.
         return await self.submit(job, report=_ignore_progress)
+
+    async def cancel(self, upstream_id: str) -> bool:
+        return False  # nothing runs outside the worker that holds the task
+
+    async def aclose(self) -> None:
+        return None
 
     async def _fetch_sources(self, params: Mapping[str, Any], *, task_id: str) -> list[bytes]:
         urls = params.get("input_urls") or params.get("image_urls") or []

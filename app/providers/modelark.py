@@ -88,6 +88,7 @@ _MAX_MESSAGE = 300
 
 class ModelArkProvider:
     name = "modelark"
+    idempotent_submit = False  # ModelArk takes no client id and cannot be searched by one
 
     def __init__(
         self,
@@ -163,6 +164,9 @@ class ModelArkProvider:
         elif status == 429 or status >= 500:
             raise self._unavailable(response, may_create=False)
         return False
+
+    async def aclose(self) -> None:
+        return None  # the HTTP client is shared and closed by its owner
 
     # --- HTTP plumbing ------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ _MAX_MESSAGE = 300
 
 class OpenAIImagesProvider:
     name = "openai"
+    idempotent_submit = False  # a synchronous call with no idempotency key
 
     def __init__(
         self,
@@ -126,6 +127,9 @@ class OpenAIImagesProvider:
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
         return Failed("provider_error", "the upstream call was interrupted and cannot be looked up")
+
+    async def cancel(self, upstream_id: str) -> bool:
+        return False  # the call is synchronous: there is nothing upstream to cancel
 
     def _status_outcome(self, exc: openai.APIStatusError) -> Outcome:
         status = exc.status_code
