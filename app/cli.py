@@ -7,6 +7,7 @@ anywhere, one `{"error", "field"}` object on stdout; without, a line on stderr.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,9 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.service import create_account, get_account
 from app.callbacks.schemas import CallbackDeliveryRead, WebhookSecretRead
 from app.callbacks.service import account_secret, read_any_task_callbacks, roll_account_secret
+from app.channels.attempts import list_attempts
+from app.channels.report import ChannelStatus, channel_health, usage_report
 from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.ids import now_ms
 from app.credits.service import grant_credits
 from app.db.migrate import upgrade_database
 from app.keys.models import ApiKey
@@ -44,12 +48,16 @@ accounts_app = typer.Typer(help="Accounts.")
 keys_app = typer.Typer(help="API keys.")
 credits_app = typer.Typer(help="Credits.")
 webhooks_app = typer.Typer(help="Callbacks: signing secrets and deliveries.")
+channels_app = typer.Typer(help="Channels: the upstreams that serve each model.")
+report_app = typer.Typer(help="Reports for the operator.")
 for sub, name in (
     (db_app, "db"),
     (accounts_app, "accounts"),
     (keys_app, "keys"),
     (credits_app, "credits"),
     (webhooks_app, "webhooks"),
+    (channels_app, "channels"),
+    (report_app, "report"),
 ):
     app.add_typer(sub, name=name)
 
@@ -84,12 +92,19 @@ def _run(fn: Callable[[AsyncSession], Awaitable[T]], *, field: str | None = None
     An AppError becomes a CommandFailed naming `field` when the service named none (an
     unknown account or key is the option that carried its id).
     """
+    return _run_with_runtime(lambda session, _runtime: fn(session), field=field)
+
+
+def _run_with_runtime(
+    fn: Callable[[AsyncSession, Runtime], Awaitable[T]], *, field: str | None = None
+) -> T:
+    """_run for a call that also needs the runtime (its settings, catalog or channels)."""
 
     async def main() -> T:
         runtime = await Runtime.start(Settings())
         try:
             async with runtime.sessions() as session:
-                result = await fn(session)
+                result = await fn(session, runtime)
                 await session.commit()
                 return result
         finally:
@@ -326,6 +341,148 @@ def _print_delivery(delivery: CallbackDeliveryRead) -> None:
                 a.error or "",
             )
         console.print(table)
+
+
+@channels_app.command("list")
+def channels_list(ctx: typer.Context) -> None:
+    """Every channel with its models, priority, weight and health (from recent attempts)."""
+
+    async def read(session: AsyncSession, runtime: Runtime) -> list[ChannelStatus]:
+        settings = runtime.settings
+        return await channel_health(
+            session,
+            runtime.channels.all(),
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_ms=int(settings.breaker_cooldown_seconds * 1000),
+            now=now_ms(),
+        )
+
+    statuses = _run_with_runtime(read)
+
+    def human() -> None:
+        table = Table("channel", "adapter", "priority", "weight", "health", "recent", "models")
+        for s in statuses:
+            health = (
+                s.breaker
+                if not s.consecutive_failures
+                else (f"{s.breaker}, {s.consecutive_failures} failing in a row")
+            )
+            if s.last_failure:
+                health += f"\nlast failure {_time(s.last_failure_at or 0)}: {s.last_failure}"
+            table.add_row(
+                s.channel.name,
+                s.channel.adapter,
+                str(s.channel.priority),
+                str(s.channel.weight),
+                health,
+                f"{s.attempts - s.failures}/{s.attempts} ok",
+                "\n".join(s.channel.models),
+            )
+        console.print(table)
+
+    _emit(ctx, {"channels": [_status_dict(s) for s in statuses]}, human)
+
+
+def _status_dict(status: ChannelStatus) -> dict[str, Any]:
+    c = status.channel
+    return {
+        "name": c.name,
+        "adapter": c.adapter,
+        "base_url": c.base_url,
+        "models": list(c.models),
+        "upstream_models": dict(c.upstream_models),
+        "priority": c.priority,
+        "weight": c.weight,
+        "breaker": status.breaker,
+        "consecutive_failures": status.consecutive_failures,
+        "attempts": status.attempts,
+        "failures": status.failures,
+        "last_success_at": status.last_success_at,
+        "last_failure_at": status.last_failure_at,
+        "last_failure": status.last_failure,
+    }
+
+
+@channels_app.command("attempts")
+def channels_attempts(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="Task id.")],
+) -> None:
+    """Every call made to an upstream for a task: channel, upstream id, outcome, latency."""
+    attempts = _run(lambda s: list_attempts(s, task_id=task))
+    rows = [a.model_dump(exclude={"task_id"}) for a in attempts]
+
+    def human() -> None:
+        table = Table("time (UTC)", "channel", "kind", "outcome", "ms", "upstream id", "note")
+        for a in attempts:
+            table.add_row(
+                _time(a.started_at),
+                a.channel,
+                a.kind,
+                a.outcome + (f" ({a.fail_code})" if a.fail_code else ""),
+                str(a.latency_ms),
+                a.upstream_id or "",
+                a.message or "",
+            )
+        console.print(f"task {task}: {len(attempts)} upstream calls", highlight=False)
+        console.print(table)
+
+    _emit(ctx, {"task_id": task, "attempts": rows}, human)
+
+
+@report_app.command("usage")
+def report_usage(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(help="How far back: 30m, 24h, 7d, or a date/time (UTC) like 2026-11-01.")
+    ] = "24h",
+) -> None:
+    """Per model and channel: tasks, failures, upstream cost and credits charged."""
+    start = _since_ms(since)
+    rows = _run(lambda s: usage_report(s, since=start))
+
+    def human() -> None:
+        table = Table(
+            "model", "channel", "tasks", "ok", "failed", "waiting", "credits", "upstream cost"
+        )
+        for r in rows:
+            cost = "; ".join(
+                f"{unit}: " + ", ".join(f"{k} {v:g}" for k, v in counters.items())
+                for unit, counters in r.upstream_cost.items()
+            )
+            table.add_row(
+                r.model,
+                r.channel,
+                str(r.tasks),
+                str(r.succeeded),
+                str(r.failed),
+                str(r.active),
+                str(r.credits_charged),
+                cost,
+            )
+        console.print(f"usage since {_time(start)}", highlight=False)
+        console.print(table)
+
+    payload = {"since": start, "rows": [dataclasses.asdict(r) for r in rows]}
+    _emit(ctx, payload, human)
+
+
+def _since_ms(since: str) -> int:
+    """`--since` as epoch ms: a duration back from now (30m, 24h, 7d) or an ISO date/time."""
+    text = since.strip()
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now_ms() - int(text[:-1]) * units[text[-1]] * 1000
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandFailed(
+            f"since: {since!r} is neither a duration (30m, 24h, 7d) nor a date like 2026-11-01",
+            field="since",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 @app.command("serve")

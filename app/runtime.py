@@ -9,15 +9,19 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catalog.catalog import Catalog, load_catalog
+from app.channels.config import load_channels
+from app.channels.registry import UPSTREAM_CANCEL, Channels
 from app.core.config import Settings
 from app.db.engine import SessionFactory, create_engine, create_session_factory
+from app.db.hooks import Listener
 from app.jobs.notify import Notifier
 from app.keys.cache import KeyCache
 from app.keys.service import KEY_REVOKED
 from app.limits.service import RateLimiter
 from app.media.sources import MediaSourceReader
 from app.media.storage import LocalMediaStore
-from app.providers.base import Provider
+from app.net.policy import outbound_policy
+from app.providers.inputs import InputReader
 from app.providers.local import LocalProvider
 
 
@@ -33,7 +37,7 @@ class Runtime:
     notifier: Notifier
     keys: KeyCache
     media_store: LocalMediaStore
-    providers: dict[str, Provider]
+    channels: Channels
     http: httpx.AsyncClient
 
     @classmethod
@@ -50,28 +54,41 @@ class Runtime:
         )
         notifier.on_key_revoked = keys.drop
         await notifier.start()
-        sessions = create_session_factory(engine, listeners={KEY_REVOKED: keys.revoked})
+        listeners: dict[str, Listener] = {KEY_REVOKED: keys.revoked}
+        sessions = create_session_factory(engine, listeners=listeners)
         signing_secret = settings.resolve_signing_secret()
         media_store = LocalMediaStore(settings.resolved_media_root)
-        sources = MediaSourceReader(sessions, media_store, signing_secret)
-        local: Provider = LocalProvider(settings, http, sources)
+        policy = outbound_policy(settings)
+        inputs = InputReader(http, policy, MediaSourceReader(sessions, media_store, signing_secret))
+        catalog = catalog or load_catalog(settings.catalog_path)
+        channels = Channels(
+            load_channels(settings.channels_path, model_ids=catalog.ids),
+            settings=settings,
+            http=http,
+            inputs=inputs,
+            fetch_policy=policy,
+            local=LocalProvider(settings, inputs),
+            signing_secret=signing_secret,
+        )
+        listeners[UPSTREAM_CANCEL] = channels.cancel_soon
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             redis=redis,
             signing_secret=signing_secret,
-            catalog=catalog or load_catalog(settings.catalog_path),
+            catalog=catalog,
             limiter=RateLimiter(settings),
             notifier=notifier,
             keys=keys,
             media_store=media_store,
-            providers={local.name: local},
+            channels=channels,
             http=http,
         )
 
     async def close(self) -> None:
         await self.notifier.stop()
+        await self.channels.aclose()
         await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()

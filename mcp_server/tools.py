@@ -160,11 +160,11 @@ async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
 async def _wait(ctx: Ctx, caller: Caller, view: TaskRead, seconds: float) -> TaskRead:
     """Poll the task (no session held while waiting) until done or out of time."""
     deadline = time.monotonic() + seconds
-    reported = -1
+    reported: tuple[int, int | None] | None = None
     while view.state == "waiting":
-        if view.progress != reported:
-            reported = view.progress
-            await ctx.report_progress(view.progress, 100, view.stage)
+        if (view.progress, view.queue_position) != reported:
+            reported = (view.progress, view.queue_position)
+            await ctx.report_progress(view.progress, 100, _stage_message(view))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -179,6 +179,12 @@ async def _wait(ctx: Ctx, caller: Caller, view: TaskRead, seconds: float) -> Tas
     if view.state != "waiting":
         await ctx.report_progress(100, 100, view.state)
     return view
+
+
+def _stage_message(view: TaskRead) -> str | None:
+    if view.queue_position is None:
+        return view.stage
+    return f"{view.stage}, position {view.queue_position} in the queue"
 
 
 async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> list[ContentBlock]:

@@ -30,7 +30,9 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._trial_out = False
+        # When the half-open trial went out; a trial whose outcome never came (its worker
+        # lost the task) is given up after another cool-down, so the channel is not lost.
+        self._trial_at: float | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -49,15 +51,18 @@ class CircuitBreaker:
         state = self.state
         if state == "closed":
             return True
-        if state == "half_open" and not self._trial_out:
-            self._trial_out = True
+        now = self._clock()
+        if state == "half_open" and (
+            self._trial_at is None or now - self._trial_at >= self._cooldown_s
+        ):
+            self._trial_at = now
             return True
         return False
 
     def record_success(self) -> None:
-        self._failures, self._opened_at, self._trial_out = 0, None, False
+        self._failures, self._opened_at, self._trial_at = 0, None, None
 
     def record_failure(self) -> None:
         self._failures += 1
         if self._opened_at is not None or self._failures >= self._threshold:
-            self._opened_at, self._trial_out = self._clock(), False  # (re)open
+            self._opened_at, self._trial_at = self._clock(), None  # (re)open

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from standardwebhooks import Webhook
+
 from app.core.tomlfile import parse_entries
 
 ADAPTERS = ("local", "openai", "kie", "modelark", "fal", "replicate")
 _KEYS = frozenset(
     {"name", "adapter", "base_url", "api_key_env", "models", "upstream_models"}
-    | {"priority", "weight"}
+    | {"priority", "weight", "params", "idempotent_submit", "webhook_secret_env"}
+    | {"poll_interval_seconds", "request_timeout_seconds"}
 )
 _REQUIRED = ("name", "adapter", "models")
 
@@ -38,12 +41,24 @@ class Channel:
     upstream_models: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
     weight: int = 1
-    # Read from the environment at load; repr=False keeps it out of every printed channel.
+    # Our input name = the upstream's name for it (for generic upstreams: fal, Replicate).
+    params: Mapping[str, str] = field(default_factory=dict)
+    # The operator vouches that the upstream dedupes a resubmit by our task id (a gengate
+    # upstream does, by X-Request-Id); None: the adapter's own answer.
+    idempotent_submit: bool | None = None
+    poll_interval_s: float | None = None
+    request_timeout_s: float | None = None
+    # Read from the environment at load; repr=False keeps them out of every printed channel.
     api_key: str | None = field(default=None, repr=False, compare=False)
+    webhook_secret: str | None = field(default=None, repr=False, compare=False)
 
     def upstream_model(self, model_id: str) -> str:
         """The upstream's name for a public model (the same name unless mapped)."""
         return self.upstream_models.get(model_id, model_id)
+
+    def upstream_input(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A task's input with the channel's renames applied."""
+        return {self.params.get(name, name): value for name, value in params.items()}
 
 
 def local_channels(model_ids: Iterable[str]) -> list[Channel]:
@@ -103,6 +118,16 @@ def _parse(entry: Any, known: list[str], env: Mapping[str, str]) -> Channel:
     base_url = entry.get("base_url")
     if adapter != "local" and not (isinstance(base_url, str) and base_url.startswith("http")):
         raise ValueError("base_url must be the upstream's http(s) URL")
+    params = entry.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) and v for v in params.values()):
+        raise ValueError("params must be a table of our input name = the upstream's name")
+    idempotent = entry.get("idempotent_submit")
+    if idempotent is not None and not isinstance(idempotent, bool):
+        raise ValueError("idempotent_submit must be true or false")
+    if idempotent and adapter != "kie":
+        # Only a kie-style upstream can dedupe by our id (X-Request-Id); the others take no
+        # client id at all, so vouching for them would let a crash pay the upstream twice.
+        raise ValueError("idempotent_submit = true is only for kie channels")
     return Channel(
         name=name,
         adapter=adapter,
@@ -112,22 +137,55 @@ def _parse(entry: Any, known: list[str], env: Mapping[str, str]) -> Channel:
         upstream_models=dict(upstream),
         priority=_integer(entry, "priority", 0, low=-1000),
         weight=_integer(entry, "weight", 1, low=1),
+        params=dict(params),
+        idempotent_submit=idempotent,
+        poll_interval_s=_seconds(entry, "poll_interval_seconds"),
+        request_timeout_s=_seconds(entry, "request_timeout_seconds"),
         api_key=_api_key(entry, adapter, env),
+        webhook_secret=_webhook_secret(entry, env),
     )
 
 
 def _api_key(entry: Mapping[str, Any], adapter: str, env: Mapping[str, str]) -> str | None:
-    variable = entry.get("api_key_env")
-    if variable is None:
-        if adapter == "local":
-            return None
+    if entry.get("api_key_env") is None and adapter != "local":
         raise ValueError("api_key_env must name the environment variable holding the key")
+    return _secret(entry, "api_key_env", env)
+
+
+def _webhook_secret(entry: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    secret = _secret(entry, "webhook_secret_env", env)
+    if secret is not None:
+        try:
+            Webhook(secret)
+        except Exception:
+            variable = entry["webhook_secret_env"]
+            raise ValueError(
+                f"the environment variable {variable} (webhook_secret_env) must hold a "
+                "Standard Webhooks secret (whsec_ followed by base64)"
+            ) from None
+    return secret
+
+
+def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str]) -> str | None:
+    """The value of the environment variable `entry[key]` names (None if not named)."""
+    variable = entry.get(key)
+    if variable is None:
+        return None
     if not isinstance(variable, str) or not variable:
-        raise ValueError("api_key_env must be the name of an environment variable")
-    key = env.get(variable)
-    if not key:
-        raise ValueError(f"the environment variable {variable} (api_key_env) is not set")
-    return key
+        raise ValueError(f"{key} must be the name of an environment variable")
+    value = env.get(variable)
+    if not value:
+        raise ValueError(f"the environment variable {variable} ({key}) is not set")
+    return value
+
+
+def _seconds(entry: Mapping[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ValueError(f"{key} must be a number of seconds above 0, at most 3600")
+    return float(value)
 
 
 def _text(entry: Mapping[str, Any], key: str) -> str:

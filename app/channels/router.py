@@ -55,6 +55,16 @@ class ChannelRouter:
                 tier.remove(chosen)
         return None
 
+    def available(self, model_id: str, *, exclude: Collection[str] = ()) -> bool:
+        """Whether some channel outside `exclude` could take a task of `model_id` now (an
+        open breaker cannot; a half-open one may). Unlike `route`, it takes no trial."""
+        return any(
+            model_id in c.models
+            and c.name not in exclude
+            and self._breakers[c.name].state != "open"
+            for c in self._channels
+        )
+
     def record(self, channel: str, *, fail_code: str | None) -> None:
         """An attempt's outcome on `channel`: None for a success. Failures that are the
         caller's (its input) never count against the channel."""

@@ -162,6 +162,32 @@ class Settings(BaseSettings):
         description="Wait before retrying an unavailable provider; doubles with every attempt",
     )
 
+    # Channels: which upstream serves each model
+    channels_path: Path | None = Field(
+        default=None,
+        description="The channel file (TOML, one `[[channel]]` per upstream route); none: every "
+        "model runs on the offline `local` renderer",
+    )
+    poll_concurrency: int = Field(
+        default=100,
+        gt=0,
+        le=2000,
+        description="Upstream polls one process runs at once (beside `worker_concurrency` "
+        "submissions)",
+    )
+    breaker_failures: int = Field(
+        default=5,
+        gt=0,
+        le=1000,
+        description="Consecutive upstream failures that open a channel's circuit breaker",
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=86400,
+        description="How long an open breaker keeps a channel out before one trial request",
+    )
+
     # Media and outbound URLs
     public_url: str | None = Field(
         default=None,

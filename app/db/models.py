@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 from app.accounts.models import Account
 from app.callbacks.models import CallbackAttempt, CallbackDelivery, WebhookSecret
+from app.channels.models import TaskAttempt
 from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.keys.models import ApiKey
@@ -19,6 +20,7 @@ __all__ = [
     "LedgerEntry",
     "MediaFile",
     "Task",
+    "TaskAttempt",
     "WebhookSecret",
     "metadata",
 ]

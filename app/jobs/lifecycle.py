@@ -28,11 +28,13 @@ async def fail_task(
     code: str,
     message: str,
     owner: str | None = None,
+    channel: str | None = None,
 ) -> bool:
     """Fail an active task and refund it unless the caller's input caused it.
 
-    With `owner`, only while that worker still holds the lease. Returns False when the
-    task was no longer active (or no longer ours).
+    With `owner`, only while that worker still holds the lease. `channel`: the one whose
+    answer failed it, for the usage report. Returns False when the task was no longer
+    active (or no longer ours).
     """
     now = now_ms()
     stmt = (
@@ -45,6 +47,7 @@ async def fail_task(
             completed_at=now,
             updated_at=now,
             lease_owner=None,
+            **_channel(channel),
         )
         .returning(col(Task.account_id), col(Task.callback_url))
     )
@@ -78,7 +81,14 @@ async def _finished(
     after_commit(session, lambda: notifier.task_finished(task_id))
 
 
-async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: str) -> bool:
+async def succeed_task(
+    session: AsyncSession,
+    *,
+    notifier: Notifier,
+    task_id: str,
+    upstream_cost: str | None = None,
+    channel: str | None = None,
+) -> bool:
     """Mark a task done and settle its hold, if it is still active. False: it was not.
 
     Whichever worker finished first wins, even one whose lease ran out meanwhile (a
@@ -93,6 +103,9 @@ async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: st
         .values(
             status=TaskStatus.SUCCESS.value,
             progress=100,
+            queue_position=None,
+            upstream_cost=upstream_cost,
+            **_channel(channel),
             completed_at=now,
             updated_at=now,
             lease_owner=None,
@@ -105,6 +118,11 @@ async def succeed_task(session: AsyncSession, *, notifier: Notifier, task_id: st
     await settle_hold(session, task_id=task_id)
     await _finished(session, notifier=notifier, task_id=task_id, finished=finished)
     return True
+
+
+def _channel(channel: str | None) -> dict[str, str]:
+    """The task's channel column when the transition names one (else left as it is)."""
+    return {"channel": channel} if channel is not None else {}
 
 
 async def expire_overdue(

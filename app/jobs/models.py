@@ -30,7 +30,8 @@ class Task(SQLModel, table=True):
 
     `due_at` is when the row next needs a worker: its creation for a new task, the lease
     expiry while a worker holds it (so a dead worker's task comes due again by itself),
-    the next upstream poll while a provider works on it.
+    the next upstream poll while a provider works on it (so `due_at` is also the
+    `next_poll_at` of a task an upstream holds: one index serves every kind of due work).
     """
 
     __tablename__ = "task"
@@ -39,6 +40,7 @@ class Task(SQLModel, table=True):
         Index("ix_task_status_due", "status", "due_at"),
         Index("ix_task_key_status", "api_key_id", "status"),
         Index("ix_task_account_created", "account_id", "created_at"),
+        Index("ix_task_upstream", "upstream_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -56,8 +58,16 @@ class Task(SQLModel, table=True):
     fail_code: str | None = Field(default=None, max_length=40)
     fail_msg: str | None = Field(default=None, max_length=1000)
     provider: str = Field(max_length=40)
+    # The channel the task was last sent to; with `upstream_id`, the one that holds it.
+    channel: str | None = Field(default=None, max_length=80)
     upstream_id: str | None = Field(default=None, max_length=200)
+    # Submissions tried (a poll is not one) and polls made of the upstream job.
     attempts: int = Field(default=0)
+    polls: int = Field(default=0)
+    # The job's place in the upstream's queue, when the upstream reports one.
+    queue_position: int | None = Field(default=None)
+    # What the upstream reported the task cost (JSON: tokens, seconds or credits).
+    upstream_cost: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     lease_owner: str | None = Field(default=None, max_length=80)
     due_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     deadline_at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -15,13 +15,19 @@ from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
 
 
 async def claim_due_tasks(
-    session: AsyncSession, *, owner: str, limit: int, lease_ms: int
+    session: AsyncSession, *, owner: str, limit: int, lease_ms: int, polls: bool = False
 ) -> list[Task]:
-    """Lease up to `limit` due tasks to `owner`; they become `generating`."""
+    """Lease up to `limit` due tasks to `owner`; they become `generating`.
+
+    `polls`: claim tasks an upstream holds (due for a poll) instead of tasks to submit. The
+    two are separate pools of work: a poll is a short request, a submit may be a render.
+    A poll is not an attempt: it counts in `polls`, and only the deadline bounds them.
+    """
     now = now_ms()
+    held = col(Task.upstream_id).is_not(None) if polls else col(Task.upstream_id).is_(None)
     due = (
         select(col(Task.id))
-        .where(col(Task.status).in_(ACTIVE_STATUSES), col(Task.due_at) <= now)
+        .where(col(Task.status).in_(ACTIVE_STATUSES), col(Task.due_at) <= now, held)
         .order_by(col(Task.due_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -29,6 +35,7 @@ async def claim_due_tasks(
     ids = list((await session.execute(due)).scalars())
     if not ids:
         return []
+    counted = {"polls": col(Task.polls) + 1} if polls else {"attempts": col(Task.attempts) + 1}
     stmt = (
         update(Task)
         .where(col(Task.id).in_(ids))
@@ -36,9 +43,9 @@ async def claim_due_tasks(
             status=TaskStatus.GENERATING.value,
             lease_owner=owner,
             due_at=now + lease_ms,
-            attempts=col(Task.attempts) + 1,
             started_at=case((col(Task.started_at).is_(None), now), else_=col(Task.started_at)),
             updated_at=now,
+            **counted,
         )
         .returning(Task)
         .execution_options(synchronize_session=False)
@@ -75,17 +82,38 @@ async def release_task(
     due_at: int,
     upstream_id: str | None = None,
     progress: int | None = None,
+    queue_position: int | None = None,
+    forget_channel: bool = False,
 ) -> bool:
-    """Give the lease back; the task comes due again at `due_at` (a poll or a retry)."""
+    """Give the lease back; the task comes due again at `due_at` (a poll or a retry).
+
+    `forget_channel`: the channel refused the task (it holds nothing), so the next attempt
+    may go anywhere.
+    """
     values: dict[str, object] = {"lease_owner": None, "due_at": due_at, "updated_at": now_ms()}
     if upstream_id is not None:
         values["upstream_id"] = upstream_id
+        values["queue_position"] = queue_position
     if progress is not None:
         values["progress"] = progress
+    if forget_channel:
+        values["channel"] = None
     stmt = (
         update(Task)
         .where(col(Task.id) == task_id, col(Task.lease_owner) == owner)
         .values(**values)
+        .returning(col(Task.id))
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def assign_channel(session: AsyncSession, *, task_id: str, owner: str, channel: str) -> bool:
+    """Record where the task is about to be sent, before sending it: after a crash the next
+    worker then knows which upstream may already hold it."""
+    stmt = (
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.lease_owner) == owner)
+        .values(channel=channel, updated_at=now_ms())
         .returning(col(Task.id))
     )
     return (await session.execute(stmt)).scalar_one_or_none() is not None

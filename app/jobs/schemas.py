@@ -103,7 +103,8 @@ class TaskRead(PublicModel):
     progress: int
     queue_position: int | None = Field(
         description="while queued: 1 for the next task to start; saturates at 1000 "
-        "(1000 means 1000 or further back)"
+        "(1000 means 1000 or further back). While a provider holds the task: its place in "
+        "the provider's queue, when the provider reports one"
     )
     param: str = Field(description="the request, as a JSON string")
     result_json: str | None = Field(description='JSON string {"resultUrls": [...]}')

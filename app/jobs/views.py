@@ -141,7 +141,8 @@ async def _view(
         state=public_state(task.status),
         stage=task.status if waiting else None,
         progress=task.progress,
-        queue_position=position,
+        # Ours while it waits here; the upstream's (when it reports one) while it holds it.
+        queue_position=position if position is not None or not waiting else task.queue_position,
         param=_param_json(task),
         result_json=result_json,
         fail_code=task.fail_code,

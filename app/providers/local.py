@@ -11,13 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from app.core.config import Settings
-from app.media.sources import MediaSourceReader
-from app.net.policy import outbound_policy
-from app.net.url_guard import FetchFailed, UrlRefused, fetch_bytes
 from app.providers.base import Completed, Failed, Outcome, Output, ProgressReporter, ProviderJob
+from app.providers.inputs import InputReader
 from app.providers.local_art import check_quality
 from app.providers.local_render import (
     render_image_to_image,
@@ -36,16 +32,9 @@ class LocalProvider:
     # Rendering again makes the same result and costs nothing upstream.
     idempotent_submit = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        sources: MediaSourceReader | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, inputs: InputReader) -> None:
         self._settings = settings
-        self._http = http
-        self._sources = sources
-        self._policy = outbound_policy(settings)
+        self._inputs = inputs
 
     async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
         prompt = str(job.input.get("prompt", ""))
@@ -59,13 +48,10 @@ class LocalProvider:
         if delay_ms:
             # Simulates upstream latency (for demos and crash tests); not a test sleep.
             await asyncio.sleep(delay_ms / 1000)
-        try:
-            sources = await self._fetch_sources(job.input, task_id=job.task_id)
-        except (UrlRefused, FetchFailed) as exc:
-            # Refused addresses were refused at creation already; one refused now is a name
-            # that changed its answer since, which the caller could not have known: refunded.
-            reason = exc.reason if isinstance(exc, UrlRefused) else str(exc)
-            return Failed("input_unreachable", f"input image could not be fetched: {reason}")
+        urls = job.input.get("input_urls") or job.input.get("image_urls") or []
+        sources = await self._inputs.read(urls, job.task_id)
+        if isinstance(sources, Failed):
+            return sources
         await report(30)
         try:
             output = await asyncio.to_thread(_render, job.scene, job.input, sources)
@@ -82,18 +68,6 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         return None
-
-    async def _fetch_sources(self, params: Mapping[str, Any], *, task_id: str) -> list[bytes]:
-        urls = params.get("input_urls") or params.get("image_urls") or []
-        return list(await asyncio.gather(*(self._fetch_one(url, task_id) for url in urls)))
-
-    async def _fetch_one(self, url: str, task_id: str) -> bytes:
-        # Our own media (uploads, earlier results) comes from the store: no request to
-        # ourselves, and no address guard to trip on a server listening on 127.0.0.1.
-        if self._sources is not None and self._sources.recognises(url):
-            return await self._sources.read(url, task_id=task_id)
-        body, _content_type = await fetch_bytes(self._http, url, self._policy)
-        return body
 
 
 async def _ignore_progress(_progress: int) -> None:

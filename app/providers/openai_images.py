@@ -41,7 +41,7 @@ import binascii
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -56,10 +56,9 @@ from app.providers.base import (
     ProviderJob,
     ProviderUnavailable,
 )
+from app.providers.inputs import SourceReader
 
 log = logging.getLogger(__name__)
-
-SourceReader = Callable[[Sequence[str]], Awaitable[list[bytes]]]
 
 STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 _LANDSCAPE = {"3:2", "16:9", "4:3", "21:9"}
@@ -106,8 +105,9 @@ class OpenAIImagesProvider:
         except ValueError as exc:
             return Failed("invalid_input", str(exc))
         urls = list(params.get("input_urls") or params.get("image_urls") or [])
-        # The reader's own failures (an unreachable input) are the caller's to map.
-        sources = await self._read_sources(urls) if urls else []
+        sources = await self._read_sources(urls, job.task_id) if urls else []
+        if isinstance(sources, Failed):
+            return sources
         await report(5)
         try:
             if sources:

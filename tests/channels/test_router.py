@@ -71,3 +71,16 @@ def test_the_callers_failures_never_trip_a_breaker() -> None:
         router.record("a", fail_code=code)
     (health,) = router.health()
     assert (health.breaker, health.consecutive_failures) == ("closed", 0)
+
+
+def test_a_trial_whose_outcome_never_came_is_given_up_after_a_cool_down() -> None:
+    clock = Clock()
+    router = _router(_channel("a", 10), _channel("b", 0), clock=clock)
+    for _ in range(3):
+        router.record("a", fail_code="provider_error")
+    clock.now += 30
+    assert router.route(M).name == "a"  # type: ignore[union-attr]
+    clock.now += 29
+    assert router.route(M).name == "b"  # type: ignore[union-attr]
+    clock.now += 1  # the trial's worker lost the task: another trial may go
+    assert router.route(M).name == "a"  # type: ignore[union-attr]

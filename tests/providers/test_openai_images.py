@@ -32,7 +32,7 @@ SOURCES["https://media.example/a.png"] = _image("PNG")
 SOURCES["https://media.example/b.jpg"] = _image("JPEG")
 
 
-async def read_sources(urls: Sequence[str]) -> list[bytes]:
+async def read_sources(urls: Sequence[str], _task_id: str) -> list[bytes] | Failed:
     return [SOURCES[url] for url in urls]
 
 
