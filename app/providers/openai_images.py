@@ -36,6 +36,7 @@ it is never logged and is scrubbed from every message built from an upstream ans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
@@ -46,6 +47,7 @@ from typing import Any
 
 import httpx
 import openai
+from PIL import Image
 
 from app.providers.base import (
     Completed,
@@ -57,6 +59,12 @@ from app.providers.base import (
     ProviderUnavailable,
 )
 from app.providers.inputs import SourceReader
+from app.providers.local_render import (
+    IMAGE_LONG_SIDES,
+    ImageFormat,
+    decode_image,
+    encode_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +131,20 @@ class OpenAIImagesProvider:
             # The SDK hands a 200 whose body claims JSON but is not straight to json.loads.
             return Failed("provider_error", "the provider answered with malformed JSON")
         await report(95)
-        return _completed(response, model=self._model)
+        outcome = _completed(response, model=self._model)
+        long_side = IMAGE_LONG_SIDES.get(str(params.get("resolution")), 0)
+        if isinstance(outcome, Completed) and long_side > 1024:
+            # 2K and 4K are priced as such; OpenAI's largest size is 1536 px, so the image
+            # is enlarged to the tier's long side (the README says so).
+            fmt = arguments["output_format"]
+            try:
+                enlarged = await asyncio.to_thread(
+                    _enlarge, outcome.outputs[0].data, long_side, fmt
+                )
+            except ValueError as exc:
+                return Failed("provider_error", f"the provider's image cannot be enlarged: {exc}")
+            outcome = Completed([Output(enlarged, f"image/{fmt}")], cost=outcome.cost)
+        return outcome
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
         return Failed("provider_error", "the upstream call was interrupted and cannot be looked up")
@@ -274,6 +295,13 @@ def _completed(response: object, *, model: str) -> Outcome:
     if response.usage is not None:
         cost = {"unit": "tokens", "model": model, **response.usage.model_dump(exclude_none=True)}
     return Completed([Output(data, content_type)], cost=cost)
+
+
+def _enlarge(data: bytes, long_side: int, output_format: ImageFormat) -> bytes:
+    image = decode_image(data, keep_alpha=True)
+    scale = long_side / max(image.width, image.height)
+    size = (round(image.width * scale), round(image.height * scale))
+    return encode_image(image.resize(size, Image.Resampling.LANCZOS), output_format)
 
 
 def _is_content_policy(exc: openai.APIStatusError) -> bool:
