@@ -210,7 +210,11 @@ class FakeKie:
             return _json(422, envelope(422, "the request body is not JSON"))
         if not isinstance(body, dict) or not body.get("model"):
             return _json(422, envelope(422, "model is required"))
-        if not isinstance(body.get("input"), dict) or not body["input"].get("prompt"):
+        given = body.get("input")
+        # A prompt, or images to work on (an upscale has no prompt).
+        if not isinstance(given, dict) or not (
+            given.get("prompt") or given.get("input_urls") or given.get("image_urls")
+        ):
             return _json(422, envelope(422, "input.prompt is required"))
         request_id = request.headers.get("x-request-id")
         with self._lock:
