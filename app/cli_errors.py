@@ -23,6 +23,8 @@ from rich.console import Console
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from typer.core import TyperGroup
 
+from app.catalog.catalog import CatalogError
+from app.channels.config import ChannelError
 from app.core.errors import AppError
 
 # Services name fields as the REST API does; the CLI names them after its own options.
@@ -75,6 +77,10 @@ def _usage_field(exc: Exception) -> str | None:
     return None
 
 
+def _document(exc: CatalogError | ChannelError) -> str:
+    return "model catalog" if isinstance(exc, CatalogError) else "channel file"
+
+
 def _failure(exc: Exception) -> CommandFailed:
     """Any exception a command can end with, as a CommandFailed (nothing else escapes)."""
     if isinstance(exc, CommandFailed):
@@ -85,6 +91,8 @@ def _failure(exc: Exception) -> CommandFailed:
         return CommandFailed(exc.format_message(), field=_usage_field(exc), exit_code=exc.exit_code)
     if isinstance(exc, typer.Abort):
         return CommandFailed("aborted")
+    if isinstance(exc, CatalogError | ChannelError):  # the operator's files, checked at start
+        return CommandFailed(f"invalid {_document(exc)}: {_first_line(exc)}")
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"GENGATE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"

@@ -8,7 +8,6 @@ the same outcomes.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +143,7 @@ def _add_cost(totals: dict[str, dict[str, float]], cost: str | None) -> None:
     if not isinstance(reported, dict):
         return
     unit = str(reported.get("unit") or "units")
-    counters = totals.setdefault(unit, defaultdict(float))
+    counters = totals.setdefault(unit, {})
     for name, value in reported.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
-            counters[name] += value
+            counters[name] = counters.get(name, 0) + value

@@ -3,13 +3,16 @@ breakers, upstream callbacks, upstream cancel, attempts and the usage report."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from app.accounts.models import Account
 from app.channels.attempts import list_attempts
@@ -249,3 +252,40 @@ async def test_cancel_stops_the_upstream_job_and_refunds_once(
 
 async def _as_true(value: object) -> bool:
     return bool(value)
+
+
+async def test_a_signed_upstream_callback_must_carry_a_valid_signature(
+    settings: Settings, tmp_path: Path, ark_a: FakeModelArk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"upstream-signing-secret-32-bytes").decode()
+    monkeypatch.setenv("TEST_UPSTREAM_WEBHOOK_SECRET", secret)
+    ark_a.script = Script(queued_polls=0, running_polls=0)
+    path = channel_file(
+        tmp_path / "channels.toml",
+        modelark_channel(
+            "ark",
+            ark_a.base_url,
+            poll_interval_seconds=3600,
+            webhook_secret_env="TEST_UPSTREAM_WEBHOOK_SECRET",
+        ),
+    )
+    async with channel_app(settings, path, public_url="http://testserver") as (app, client):
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime)
+        task_id = await _create(client, customer)
+        await eventually(lambda: _held(runtime, task_id), what="the upstream to hold the task")
+        callback_url = ark_a.on("POST")[0].json()["callback_url"]
+        body = json.dumps({"id": next(iter(ark_a.tasks))}).encode()
+        unsigned = await client.post(callback_url, content=body)
+        assert unsigned.status_code == 401
+        at = datetime.now(tz=UTC)
+        signature = Webhook(secret).sign("msg_1", at, body.decode())
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": signature,
+        }
+        signed = await client.post(callback_url, content=body, headers=headers)
+        assert signed.status_code == 200
+        data = await wait_for_terminal(client, customer.headers, task_id, within_s=20)
+        assert data["state"] == "success", data
