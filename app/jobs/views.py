@@ -142,7 +142,7 @@ async def _view(
         stage=task.status if waiting else None,
         progress=task.progress,
         # Ours while it waits here; the upstream's (when it reports one) while it holds it.
-        queue_position=position if position is not None or not waiting else task.queue_position,
+        queue_position=position if position is not None or not waiting else _upstream_place(task),
         param=_param_json(task),
         result_json=result_json,
         fail_code=task.fail_code,
@@ -250,6 +250,11 @@ _READ_TASK = select(
     ),
 ).where(col(Task.id) == bindparam("task_id"), col(Task.api_key_id) == bindparam("key_id"))
 _QUEUED_AHEAD = select(_queued_ahead(bindparam("due_at"), bindparam("task_id")))
+
+
+def _upstream_place(task: Task) -> int | None:
+    """The upstream's queue place (stored 0 = next) counted as ours is: 1 = next."""
+    return None if task.queue_position is None else task.queue_position + 1
 
 
 async def _queue_position(session: AsyncSession, task: Task) -> int:

@@ -22,6 +22,9 @@ from app.jobs.models import Task
 from app.runtime import Runtime
 from tests.channels.support import VIDEO, channel_app, channel_file, modelark_channel
 from tests.conftest import Customer, make_customer
+from tests.fakes.kie import DEFAULT_KEY as KIE_KEY
+from tests.fakes.kie import Script as KieScript
+from tests.fakes.kie import running_kie
 from tests.fakes.modelark import Canned, FakeModelArk, Script, error_body, running_modelark
 from tests.support.apps import eventually, runtime_of, wait_for_terminal
 
@@ -289,3 +292,38 @@ async def test_a_signed_upstream_callback_must_carry_a_valid_signature(
         assert signed.status_code == 200
         data = await wait_for_terminal(client, customer.headers, task_id, within_s=20)
         assert data["state"] == "success", data
+
+
+async def test_the_upstreams_queue_position_shows_in_record_info(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_KIE_KEY", KIE_KEY)
+    with running_kie(KIE_KEY) as kie:
+        kie.script = KieScript(waiting_polls=10_000, queue_position=3)
+        channel = {
+            "name": "kie",
+            "adapter": "kie",
+            "base_url": kie.base_url,
+            "api_key_env": "TEST_KIE_KEY",
+            "models": [VIDEO],
+            "poll_interval_seconds": 0.05,
+        }
+        path = channel_file(tmp_path / "channels.toml", channel)
+        async with channel_app(settings, path) as (app, client):
+            customer = await make_customer(runtime_of(app))
+            task_id = await _create(client, customer)
+
+            async def placed() -> dict[str, Any] | None:
+                response = await client.get(
+                    "/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=customer.headers
+                )
+                data: dict[str, Any] = response.json()["data"]
+                held = data["stage"] == "generating" and data["queuePosition"] is not None
+                return data if held else None
+
+            data = await eventually(placed, what="the upstream's queue position")
+            assert (data["state"], data["stage"], data["queuePosition"]) == (
+                "waiting",
+                "generating",
+                3,
+            )
