@@ -445,9 +445,10 @@ def report_usage(
         table = Table(
             "model", "channel", "tasks", "ok", "failed", "waiting", "credits", "upstream cost"
         )
+        table.columns[0].overflow = "fold"
         for r in rows:
-            cost = "; ".join(
-                f"{unit}: " + ", ".join(f"{k} {v:g}" for k, v in counters.items())
+            cost = ", ".join(
+                f"{_headline(unit, counters):g} {unit}"
                 for unit, counters in r.upstream_cost.items()
             )
             table.add_row(
@@ -465,6 +466,15 @@ def report_usage(
 
     payload = {"since": start, "rows": [dataclasses.asdict(r) for r in rows]}
     _emit(ctx, payload, human)
+
+
+def _headline(unit: str, counters: dict[str, float]) -> float:
+    """One figure per unit for people (`--json` has every counter): the total the upstream
+    reported (`total_tokens`), else the counter named as the unit, else their sum."""
+    for name in (f"total_{unit}", unit, unit.rstrip("s")):
+        if name in counters:
+            return counters[name]
+    return sum(counters.values())
 
 
 def _since_ms(since: str) -> int:

@@ -327,3 +327,22 @@ async def test_the_upstreams_queue_position_shows_in_record_info(
                 "generating",
                 3,
             )
+
+
+async def test_a_job_the_upstream_fails_is_refunded(
+    settings: Settings, tmp_path: Path, ark_a: FakeModelArk
+) -> None:
+    ark_a.script = Script(outcome="failed", error_code="InternalServiceError")
+    path = channel_file(tmp_path / "channels.toml", modelark_channel("ark", ark_a.base_url))
+    async with channel_app(settings, path) as (app, client):
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime)
+        before = await _balance(runtime, customer)
+        task_id = await _create(client, customer)
+        data = await wait_for_terminal(client, customer.headers, task_id)
+        assert (data["state"], data["failCode"], data["credits"]) == ("fail", "provider_error", 0)
+        assert await _balance(runtime, customer) == before
+        assert await _attempts(runtime, task_id) == [
+            ("ark", "submit", "accepted"),
+            ("ark", "poll", "failed"),
+        ]

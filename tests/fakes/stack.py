@@ -90,7 +90,9 @@ def main() -> None:
         print(f"kie-style upstream at {kie_url}")
         print("start gengate with:")
         print(f"  GENGATE_CHANNELS_PATH={args.out.resolve()} GENGATE_ALLOW_PRIVATE_URLS=true \\")
-        kie_key = "" if args.kie_url else f"{args.kie_key_env}={KIE_KEY} "
+        kie_key = f"{args.kie_key_env}=" + (
+            "<the upstream's key> " if args.kie_url else f"{KIE_KEY} "
+        )
         print(
             f"  FAKE_OPENAI_KEY={OPENAI_KEY} FAKE_ARK_KEY={ARK_KEY} {kie_key}make run", flush=True
         )
