@@ -6,6 +6,8 @@ an attempt is on record exactly when its effect on the task is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -18,29 +20,36 @@ from app.core.ids import now_ms
 REFUSED = "refused"
 
 
-def attempt_record(
-    *,
-    task_id: str,
-    channel: Channel,
-    kind: str,
-    outcome: str,
-    started_ms: int,
-    fail_code: str | None = None,
-    upstream_id: str | None = None,
-    message: str | None = None,
-) -> TaskAttempt:
-    return TaskAttempt(
-        task_id=task_id,
-        channel=channel.name,
-        adapter=channel.adapter,
-        kind=kind,
-        outcome=outcome,
-        fail_code=fail_code,
-        upstream_id=upstream_id,
-        message=message[:300] if message else None,
-        latency_ms=max(0, now_ms() - started_ms),
-        started_at=started_ms,
-    )
+@dataclass(frozen=True)
+class UpstreamCall:
+    """One call to an upstream for a task: where it went, what kind, since when."""
+
+    task_id: str
+    channel: Channel
+    kind: str  # submit | poll | cancel
+    started_ms: int = field(default_factory=now_ms)
+
+    def record(
+        self,
+        outcome: str,
+        *,
+        fail_code: str | None = None,
+        upstream_id: str | None = None,
+        message: str | None = None,
+    ) -> TaskAttempt:
+        """The row that says how the call went (latency: until now)."""
+        return TaskAttempt(
+            task_id=self.task_id,
+            channel=self.channel.name,
+            adapter=self.channel.adapter,
+            kind=self.kind,
+            outcome=outcome,
+            fail_code=fail_code,
+            upstream_id=upstream_id,
+            message=message[:300] if message else None,
+            latency_ms=max(0, now_ms() - self.started_ms),
+            started_at=self.started_ms,
+        )
 
 
 async def refused_channels(session: AsyncSession, *, task_id: str) -> set[str]:

@@ -3,64 +3,45 @@
 A worker holds a lease on each task it runs and renews it while working. If the worker
 dies, the lease runs out, the task comes due again and another worker takes it over.
 
-A finished task's settle survives a database outage: the worker keeps the stored result and
-retries the settle with backoff (still renewing its lease) until it lands, the task was
-settled elsewhere, or the task's deadline passes. Making the result again would pay the
-upstream twice.
+Outcomes are written by app.jobs.settle, which rides out a database outage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import Awaitable
+from typing import Any
 
 from app.callbacks.dispatcher import CallbackDispatcher
-from app.channels.attempts import REFUSED, attempt_record, refused_channels
+from app.channels.attempts import REFUSED, UpstreamCall, refused_channels
 from app.channels.config import Channel
-from app.channels.models import TaskAttempt
 from app.core.errors import AppError
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
-from app.core.outages import is_outage
-from app.jobs.lifecycle import expire_overdue, fail_task, succeed_task
+from app.jobs.lifecycle import expire_overdue
 from app.jobs.models import Task
-from app.jobs.queue import assign_channel, claim_due_tasks, release_task, renew_lease
-from app.media.service import list_task_media, record_media, store_output
-from app.media.storage import LocalMediaStore, StoredBlob
+from app.jobs.queue import assign_channel, claim_due_tasks, renew_lease
+from app.jobs.settle import Settler
 from app.providers.base import (
     Completed,
     Failed,
     Outcome,
-    Output,
     Pending,
     Provider,
     ProviderJob,
     ProviderUnavailable,
 )
-from app.providers.local_render import MediaInfo
 from app.runtime import Runtime
 from app.uploads.service import purge_expired_uploads
 
 log = logging.getLogger("gengate.worker")
-T = TypeVar("T")
 
-# Settle retries during an outage: the first soon (a blip), then doubling up to the cap,
-# each with jitter so workers coming back together do not all hit a recovering database.
-# The cap is short so that after a long outage this worker's settle lands well before a
-# worker that took the task over could have made the result again.
-SETTLE_RETRY_FIRST_S = 0.2
-SETTLE_RETRY_MAX_S = 2.0
 
 SUBMIT, POLL = "submit", "poll"
 INTERNAL_FAILURE = "gengate failed while running the task"
@@ -85,6 +66,7 @@ class Worker:
         # Tasks this worker is processing (or settling), so it never runs one twice at once.
         self._active: set[str] = set()
         self._slot_freed = asyncio.Event()
+        self._settler = Settler(runtime, owner=self.owner)
 
     @property
     def busy(self) -> int:
@@ -181,7 +163,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception("task %s failed inside gengate", task.id)
-                await self._settle(task, Failed("internal_error", INTERNAL_FAILURE))
+                await self._settler.settle(task, Failed("internal_error", INTERNAL_FAILURE))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -197,7 +179,7 @@ class Worker:
             model = self._runtime.catalog.get(task.model)
         except AppError:
             failed = Failed("internal_error", f"model {task.model} is no longer in the catalog")
-            await self._settle(task, failed)
+            await self._settler.settle(task, failed)
             return
         job = ProviderJob(
             task_id=task.id,
@@ -212,13 +194,13 @@ class Worker:
             holder = self._channels.get(task.channel or "")
             if holder is None:
                 gone = f"channel {task.channel} that holds this task is no longer configured"
-                await self._settle(task, Failed("provider_error", gone))
+                await self._settler.settle(task, Failed("provider_error", gone))
                 return
             await self._call(task, job, lost, holder, POLL)
             return
         if task.attempts > self._settings.max_attempts:
             failed = Failed("provider_error", f"gave up after {task.attempts - 1} attempts")
-            await self._settle(task, failed)
+            await self._settler.settle(task, failed)
             return
         channel = await self._channel_for(task)
         if channel is not None:
@@ -236,19 +218,14 @@ class Worker:
         if task.channel is not None:
             sent_to = self._channels.get(task.channel)
             if sent_to is None:
-                await self._settle(task, Failed("provider_error", UNCONFIRMED))
+                await self._settler.settle(task, Failed("provider_error", UNCONFIRMED))
                 return None
             if self._provider(sent_to, task).idempotent_submit:
                 return sent_to
-            attempt = attempt_record(
-                task_id=task.id,
-                channel=sent_to,
-                kind=SUBMIT,
-                outcome="interrupted",
-                started_ms=now_ms(),
-                message="the worker sending it stopped before the upstream answered",
+            attempt = UpstreamCall(task.id, sent_to, SUBMIT).record(
+                "interrupted", message="the worker sending it stopped before the upstream answered"
             )
-            await self._settle(task, Failed("provider_error", UNCONFIRMED), attempt=attempt)
+            await self._settler.settle(task, Failed("provider_error", UNCONFIRMED), attempt=attempt)
             return None
         tried = await self._refused_channels(task) if task.attempts > 1 else set()
         # Once every channel has refused the task, the backoff is over: start again.
@@ -256,10 +233,10 @@ class Worker:
             router.route(task.model) if tried else None
         )
         if channel is None:
-            await self._retry_later(task, f"no channel can take {task.model} now")
+            await self._settler.retry_later(task, f"no channel can take {task.model} now")
             return None
         if channel.adapter != "local":  # the local renderer holds nothing across a crash
-            await self._commit_retrying(
+            await self._settler.commit_retrying(
                 task,
                 lambda session: assign_channel(
                     session, task_id=task.id, owner=self.owner, channel=channel.name
@@ -285,18 +262,18 @@ class Worker:
             if not await self._renew(task.id, progress):
                 lost.set()
 
-        started = now_ms()
+        sent = UpstreamCall(task.id, channel, kind)
         upstream_id = task.upstream_id
-        call = (
+        work = (
             provider.poll(job, upstream_id)
             if upstream_id is not None
             else provider.submit(job, report=report)
         )
         try:
-            outcome = await self._unless_lost(task, call, lost)
+            outcome = await self._unless_lost(task, work, lost)
         except ProviderUnavailable as exc:
             self._channels.router.record(channel.name, fail_code="provider_error")
-            await self._unavailable(task, channel, kind, started, exc)
+            await self._unavailable(task, sent, exc)
             return
         if outcome is None:
             return
@@ -310,22 +287,18 @@ class Worker:
                 outcome.message,
                 task.id,
             )
-            if kind == SUBMIT and await self._fail_over(task, channel, started, outcome.message):
+            if kind == SUBMIT and await self._fail_over(task, sent, outcome.message):
                 return
         if kind == POLL and isinstance(outcome, Pending):
-            await self._settle(task, outcome)  # an unchanged upstream job: not worth a row
+            await self._settler.settle(task, outcome)  # an unchanged upstream job: not worth a row
             return
-        attempt = attempt_record(
-            task_id=task.id,
-            channel=channel,
-            kind=kind,
-            outcome=_outcome_name(outcome),
-            started_ms=started,
+        attempt = sent.record(
+            _outcome_name(outcome),
             fail_code=fail_code,
             upstream_id=outcome.upstream_id if isinstance(outcome, Pending) else upstream_id,
             message=outcome.message if isinstance(outcome, Failed) else None,
         )
-        await self._settle(task, outcome, attempt=attempt, channel=channel.name)
+        await self._settler.settle(task, outcome, attempt=attempt, channel=channel.name)
 
     async def _unless_lost(
         self, task: Task, call: Awaitable[Outcome], lost: asyncio.Event
@@ -345,99 +318,48 @@ class Worker:
         finally:
             watch.cancel()
 
-    async def _unavailable(
-        self, task: Task, channel: Channel, kind: str, started: int, exc: ProviderUnavailable
-    ) -> None:
+    async def _unavailable(self, task: Task, sent: UpstreamCall, exc: ProviderUnavailable) -> None:
         """An upstream that could not answer: poll again later, fail over, retry, or (when
         the upstream may have taken the job) never send it anywhere else."""
         reason = str(exc) or "the provider is unavailable"
-        if kind == POLL:
+        if sent.kind == POLL:
             # The upstream still holds the job: ask again later; the deadline bounds this.
-            attempt = attempt_record(
-                task_id=task.id,
-                channel=channel,
-                kind=kind,
-                outcome="unavailable",
-                started_ms=started,
-                upstream_id=task.upstream_id,
-                message=reason,
-            )
+            attempt = sent.record("unavailable", upstream_id=task.upstream_id, message=reason)
             wait_s = min(self._settings.retry_backoff_seconds * 2 ** min(task.polls, 6), 60.0)
             due = now_ms() + int(max(wait_s, exc.retry_after_s or 0) * 1000)
-            await self._release(task, due, attempt=attempt)
-            return
-        if not exc.ambiguous:
-            if not await self._fail_over(task, channel, started, reason):
-                attempt = attempt_record(
-                    task_id=task.id,
-                    channel=channel,
-                    kind=kind,
-                    outcome=REFUSED,
-                    started_ms=started,
-                    message=reason,
-                )
-                await self._retry_later(
+            await self._settler.release(task, due, attempt=attempt)
+        elif not exc.ambiguous:
+            if not await self._fail_over(task, sent, reason):
+                attempt = sent.record(REFUSED, message=reason)
+                await self._settler.retry_later(
                     task, reason, attempt=attempt, retry_after_s=exc.retry_after_s
                 )
-            return
-        attempt = attempt_record(
-            task_id=task.id,
-            channel=channel,
-            kind=kind,
-            outcome="ambiguous",
-            started_ms=started,
-            message=reason,
-        )
-        if self._provider(channel, task).idempotent_submit:
-            await self._retry_later(
+        elif self._provider(sent.channel, task).idempotent_submit:
+            # The upstream dedupes by our id: asking it again cannot start a second job.
+            attempt = sent.record("ambiguous", message=reason)
+            await self._settler.retry_later(
                 task, reason, attempt=attempt, retry_after_s=exc.retry_after_s, keep_channel=True
             )
-            return
-        await self._settle(task, Failed("provider_timeout", UNCONFIRMED), attempt=attempt)
+        else:
+            attempt = sent.record("ambiguous", message=reason)
+            failed = Failed("provider_timeout", UNCONFIRMED)
+            await self._settler.settle(task, failed, attempt=attempt)
 
-    async def _fail_over(self, task: Task, channel: Channel, started: int, reason: str) -> bool:
-        """Hand a task `channel` refused to another channel at once, if one could take it.
-        False (nothing done) when no other channel is left."""
-        tried = (await self._refused_channels(task) if task.attempts > 1 else set()) | {
-            channel.name
-        }
-        if task.attempts >= self._settings.max_attempts or not self._channels.router.available(
-            task.model, exclude=tried
+    async def _fail_over(self, task: Task, sent: UpstreamCall, reason: str) -> bool:
+        """Hand a task the channel refused to another channel at once, if one could take
+        it. False (nothing done) when no other channel is left."""
+        refused = await self._refused_channels(task) if task.attempts > 1 else set()
+        router = self._channels.router
+        if task.attempts >= self._settings.max_attempts or not router.available(
+            task.model, exclude=refused | {sent.channel.name}
         ):
             return False
-        attempt = attempt_record(
-            task_id=task.id,
-            channel=channel,
-            kind=SUBMIT,
-            outcome=REFUSED,
-            started_ms=started,
-            message=reason,
-        )
-        log.info("task %s: channel %s refused it (%s); failing over", task.id, channel.name, reason)
-        await self._release(task, now_ms(), attempt=attempt, forget_channel=True)
+        name = sent.channel.name
+        log.info("task %s: channel %s refused it (%s); failing over", task.id, name, reason)
+        attempt = sent.record(REFUSED, message=reason)
+        await self._settler.release(task, now_ms(), attempt=attempt, forget_channel=True)
         self._runtime.notifier.wake_workers()
         return True
-
-    async def _release(
-        self,
-        task: Task,
-        due: int,
-        *,
-        attempt: TaskAttempt | None = None,
-        forget_channel: bool = False,
-    ) -> None:
-        async def write(session: AsyncSession) -> bool:
-            if attempt is not None:
-                session.add(attempt)
-            return await release_task(
-                session,
-                task_id=task.id,
-                owner=self.owner,
-                due_at=due,
-                forget_channel=forget_channel,
-            )
-
-        await self._commit_retrying(task, write)
 
     async def _watch_finished(self, task: Task, lost: asyncio.Event) -> None:
         within_s = max(0.0, (task.deadline_at - now_ms()) / 1000)
@@ -466,174 +388,6 @@ class Worker:
         except Exception:
             log.warning("lease renewal of %s failed; will try again", task_id)
             return True
-
-    async def _retry_later(
-        self,
-        task: Task,
-        reason: str,
-        *,
-        attempt: TaskAttempt | None = None,
-        retry_after_s: float | None = None,
-        keep_channel: bool = False,
-    ) -> None:
-        if task.attempts >= self._settings.max_attempts:
-            await self._settle(task, Failed("provider_error", reason), attempt=attempt)
-            return
-        backoff_s = self._settings.retry_backoff_seconds * 2 ** (task.attempts - 1)
-        due = now_ms() + int(max(backoff_s, retry_after_s or 0) * 1000)
-        await self._release(task, due, attempt=attempt, forget_channel=not keep_channel)
-
-    async def _settle(
-        self,
-        task: Task,
-        outcome: Outcome,
-        *,
-        attempt: TaskAttempt | None = None,
-        channel: str | None = None,
-    ) -> None:
-        if isinstance(outcome, Completed):
-            cost = json.dumps(outcome.cost) if outcome.cost else None
-            await self._store_results(task, outcome.outputs, attempt, channel, cost)
-            return
-        if isinstance(outcome, Pending):
-            due = now_ms() + int(outcome.poll_after_s * 1000)
-            pending = outcome
-
-            def write(session: AsyncSession) -> Awaitable[bool]:
-                return release_task(
-                    session,
-                    task_id=task.id,
-                    owner=self.owner,
-                    due_at=due,
-                    upstream_id=pending.upstream_id,
-                    progress=pending.progress,
-                    queue_position=pending.queue_position,
-                )
-        else:
-            failed = outcome
-
-            def write(session: AsyncSession) -> Awaitable[bool]:
-                return fail_task(
-                    session,
-                    notifier=self._runtime.notifier,
-                    task_id=task.id,
-                    code=failed.code,
-                    message=failed.message,
-                    owner=self.owner,
-                    channel=channel,
-                )
-
-        async def write_with_attempt(session: AsyncSession) -> bool:
-            if attempt is not None:
-                session.add(attempt)
-            return await write(session)
-
-        await self._commit_retrying(task, write_with_attempt)
-
-    async def _commit_retrying(
-        self, task: Task, write: Callable[[AsyncSession], Awaitable[T]]
-    ) -> T:
-        """Run `write` in a transaction and commit it, retrying through a database outage.
-
-        Retries with jittered, capped exponential backoff while the failure is an outage
-        and the task's deadline has not passed (after it the expiry sweep settles the task,
-        so there is nothing left to write). Anything else is raised at once.
-        """
-        delay_s = SETTLE_RETRY_FIRST_S
-        retries = 0
-        while True:
-            try:
-                async with self._runtime.sessions() as session:
-                    result = await write(session)
-                    await session.commit()
-                if retries:
-                    log.info("settled task %s after %d retries", task.id, retries)
-                return result
-            except Exception as exc:
-                if not is_outage(exc) or now_ms() >= task.deadline_at:
-                    raise
-                if not retries:
-                    log.warning(
-                        "settling task %s failed: database unavailable (%s); "
-                        "keeping the result and retrying",
-                        task.id,
-                        type(exc).__name__,
-                    )
-            retries += 1
-            await asyncio.sleep(random.uniform(delay_s / 2, delay_s))  # noqa: S311 (jitter)
-            delay_s = min(delay_s * 2, SETTLE_RETRY_MAX_S)
-
-    async def _store_results(
-        self,
-        task: Task,
-        outputs: list[Output],
-        attempt: TaskAttempt | None,
-        channel: str | None,
-        cost: str | None,
-    ) -> None:
-        """Copy results into our storage, then commit success and the files together.
-
-        The files are written once: a settle that fails for an outage is retried with
-        the same files (see _commit_retrying), never by making the result again.
-        """
-        store = self._runtime.media_store
-        stored: list[tuple[StoredBlob, MediaInfo]] = []
-
-        async def record_success(session: AsyncSession) -> set[str] | None:
-            """None once recorded; else the paths the task's own files use (keep those)."""
-            succeeded = await succeed_task(
-                session,
-                notifier=self._runtime.notifier,
-                task_id=task.id,
-                upstream_cost=cost,
-                channel=channel,
-            )
-            if not succeeded:
-                await session.rollback()
-                return {m.path for m in await list_task_media(session, task_id=task.id)}
-            for position, (blob, info) in enumerate(stored):
-                await record_media(
-                    session,
-                    task_id=task.id,
-                    account_id=task.account_id,
-                    position=position,
-                    blob=blob,
-                    info=info,
-                )
-            if attempt is not None:
-                session.add(attempt)
-            return None
-
-        try:
-            for position, output in enumerate(outputs):
-                stored.append(
-                    await asyncio.to_thread(
-                        store_output, store, task_id=task.id, position=position, data=output.data
-                    )
-                )
-            in_use = await self._commit_retrying(task, record_success)
-        except BaseException:
-            _discard(store, task.id, stored, keep=set())
-            raise
-        if in_use is None:
-            return
-        log.info("task %s was settled elsewhere (canceled or expired); result dropped", task.id)
-        # A worker that made the same result on the same day wrote the same paths; those
-        # files are the task's now and must stay.
-        _discard(store, task.id, stored, keep=in_use)
-
-
-def _discard(
-    store: LocalMediaStore,
-    task_id: str,
-    stored: list[tuple[StoredBlob, MediaInfo]],
-    *,
-    keep: set[str],
-) -> None:
-    paths = [blob.path for blob, _ in stored if blob.path not in keep]
-    if paths:
-        with contextlib.suppress(OSError):
-            store.delete_task(task_id, paths)
 
 
 async def _wait_any_future(work: asyncio.Future[Outcome], lost: asyncio.Event) -> None:
