@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.config import Channel, ChannelError
 from app.channels.router import ChannelRouter
 from app.core.config import Settings
+from app.db.hooks import announce_after_commit
 from app.net.url_guard import UrlPolicy
 from app.providers.base import Provider, ProviderUnavailable
 from app.providers.inputs import InputReader
@@ -39,6 +41,16 @@ _ADAPTERS = {
     "fal": ("app.providers.fal", "FalProvider"),
     "replicate": ("app.providers.replicate", "ReplicateProvider"),
 }
+
+
+def cancel_upstream_after_commit(
+    session: AsyncSession, *, task_id: str, channel: str | None, model: str, upstream_id: str | None
+) -> None:
+    """Once the transaction that ended the task (canceled, expired) commits, ask the
+    upstream that holds its job to stop it: nobody will pay for its result."""
+    if channel is not None and upstream_id is not None:
+        payload = json.dumps([task_id, channel, model, upstream_id])
+        announce_after_commit(session, UPSTREAM_CANCEL, payload)
 
 
 class Channels:
@@ -141,10 +153,6 @@ class Channels:
         return hmac.compare_digest(token, self.callback_token(channel))
 
     # --- cancel ---------------------------------------------------------------------
-
-    @staticmethod
-    def cancel_payload(task_id: str, channel: str, model_id: str, upstream_id: str) -> str:
-        return json.dumps([task_id, channel, model_id, upstream_id])
 
     def cancel_soon(self, payload: str) -> None:
         """Ask the upstream to stop a job whose task was canceled (and already refunded,

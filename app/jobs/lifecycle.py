@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.callbacks.outbox import enqueue_callback
+from app.channels.registry import cancel_upstream_after_commit
 from app.core.ids import now_ms
 from app.credits.service import refund_hold, settle_hold
 from app.db.hooks import after_commit
@@ -131,16 +132,16 @@ async def expire_overdue(
     """Fail with `expired` (and refund) every active task past its deadline."""
     from sqlalchemy import select
 
-    ids = (
+    overdue = (
         await session.execute(
-            select(col(Task.id))
+            select(col(Task.id), col(Task.channel), col(Task.model), col(Task.upstream_id))
             .where(col(Task.status).in_(ACTIVE_STATUSES), col(Task.deadline_at) < now)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-    ).scalars()
+    ).all()
     expired = 0
-    for task_id in list(ids):
+    for task_id, channel, model, upstream_id in overdue:
         if await fail_task(
             session,
             notifier=notifier,
@@ -149,4 +150,7 @@ async def expire_overdue(
             message="the task did not finish before its deadline",
         ):
             expired += 1
+            cancel_upstream_after_commit(
+                session, task_id=task_id, channel=channel, model=model, upstream_id=upstream_id
+            )
     return expired

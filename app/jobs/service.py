@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from app.accounts.models import Account
 from app.catalog.catalog import CatalogModel
-from app.channels.registry import UPSTREAM_CANCEL, Channels
+from app.channels.registry import cancel_upstream_after_commit
 from app.core.config import UNLIMITED_ACTIVE_TASKS
 from app.core.errors import (
     Conflict,
@@ -39,7 +39,7 @@ from app.credits.service import (
     record_hold,
     undo_debit,
 )
-from app.db.hooks import after_commit, announce_after_commit
+from app.db.hooks import after_commit
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
 from app.jobs.schemas import EstimateRead, TaskCreate
@@ -366,8 +366,12 @@ async def cancel_task(
     )
     if not canceled:
         raise Conflict(f"task is already {task.status}", field="taskId")
-    if task.upstream_id is not None and task.channel is not None:
-        payload = Channels.cancel_payload(task.id, task.channel, task.model, task.upstream_id)
-        announce_after_commit(session, UPSTREAM_CANCEL, payload)
+    cancel_upstream_after_commit(
+        session,
+        task_id=task.id,
+        channel=task.channel,
+        model=task.model,
+        upstream_id=task.upstream_id,
+    )
     await session.refresh(task)
     return task

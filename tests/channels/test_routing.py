@@ -12,12 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 from standardwebhooks import Webhook
 
 from app.accounts.models import Account
 from app.channels.attempts import list_attempts
 from app.channels.report import usage_report
 from app.core.config import Settings
+from app.core.ids import now_ms
 from app.jobs.models import Task
 from app.runtime import Runtime
 from tests.channels.support import VIDEO, channel_app, channel_file, modelark_channel
@@ -346,3 +349,28 @@ async def test_a_job_the_upstream_fails_is_refunded(
             ("ark", "submit", "accepted"),
             ("ark", "poll", "failed"),
         ]
+
+
+async def test_an_expired_task_has_its_upstream_job_canceled(
+    settings: Settings, tmp_path: Path, ark_a: FakeModelArk
+) -> None:
+    ark_a.script = Script(queued_polls=10_000)
+    path = channel_file(
+        tmp_path / "channels.toml",
+        modelark_channel("ark", ark_a.base_url, poll_interval_seconds=0.2),
+    )
+    async with channel_app(settings, path) as (app, client):
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime)
+        task_id = await _create(client, customer)
+        await eventually(lambda: _held(runtime, task_id), what="the upstream to hold the task")
+        async with runtime.sessions() as session:
+            await session.execute(
+                update(Task).where(col(Task.id) == task_id).values(deadline_at=now_ms() - 1)
+            )
+            await session.commit()
+        data = await wait_for_terminal(client, customer.headers, task_id)
+        assert data["failCode"] == "expired"
+        await eventually(lambda: _as_true(ark_a.on("DELETE")), what="the upstream cancel")
+        (upstream,) = ark_a.tasks.values()
+        assert upstream.status == "cancelled"
