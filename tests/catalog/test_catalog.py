@@ -300,8 +300,11 @@ def test_unknown_input_field(catalog: Catalog) -> None:
         "field": "foo",
         "allowed": [
             "aspect_ratio",
+            "background",
             "image_urls",
             "input_urls",
+            "moderation",
+            "output_compression",
             "output_format",
             "prompt",
             "quality",

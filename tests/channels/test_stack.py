@@ -68,7 +68,13 @@ async def test_the_seed_models_run_on_their_upstreams_and_are_served_by_us(
         upload = await client.post("/api/v1/files", json={"data": _png()}, headers=customer.headers)
         image_url = upload.json()["data"]["url"]
         requests: dict[str, dict[str, Any]] = {
-            "gpt-image-2-text-to-image": {"prompt": "a red fox"},
+            "gpt-image-2-text-to-image": {
+                "prompt": "a red fox",
+                "output_format": "webp",
+                "background": "transparent",
+                "output_compression": 80,
+                "moderation": "low",
+            },
             "gpt-image-2-image-to-image": {"prompt": "make it blue", "input_urls": [image_url]},
             "seedance-2.0-text-to-video": {"prompt": "waves"},
             "seedance-2.0-image-to-video": {"prompt": "it moves", "image_urls": [image_url]},
@@ -109,7 +115,11 @@ async def test_the_seed_models_run_on_their_upstreams_and_are_served_by_us(
             for model, task_id in tasks.items():
                 attempts = await list_attempts(session, task_id=task_id)
                 assert {a.channel for a in attempts} == {expected[model]}, model
-        # The edit sent our upload's bytes to OpenAI; ModelArk got our URL to fetch.
+        # OpenAI's own options reach it; the edit sent our upload's bytes; ModelArk got
+        # our URL to fetch.
+        (generation,) = [r for r in openai.requests if r.path.endswith("/generations")]
+        sent = {k: generation.fields[k] for k in ("background", "output_compression", "moderation")}
+        assert sent == {"background": "transparent", "output_compression": 80, "moderation": "low"}
         (edit,) = [r for r in openai.requests if r.path.endswith("/edits")]
         assert edit.images and edit.images[0].data[:8] == b"\x89PNG\r\n\x1a\n"
         (i2v,) = [r.json() for r in ark.on("POST") if "image_url" in r.body.decode()]
