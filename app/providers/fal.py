@@ -85,8 +85,6 @@ from an upstream answer.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import urllib.parse
@@ -95,8 +93,7 @@ from typing import Any
 
 import httpx
 
-from app.callbacks.schedule import parse_retry_after
-from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.net.url_guard import UrlPolicy
 from app.providers.base import (
     Completed,
     Failed,
@@ -105,9 +102,19 @@ from app.providers.base import (
     Pending,
     ProgressReporter,
     ProviderJob,
-    ProviderUnavailable,
 )
 from app.providers.local_render import probe_media
+from app.providers.upstream import (
+    ResultRefused,
+    Upstream,
+    channel_fault,
+    json_object,
+    log_channel_fault,
+    path_segment,
+    poll_backoff,
+    said,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +122,10 @@ DEFAULT_BASE_URL = "https://queue.fal.run"
 _APP_NAMESPACES = frozenset({"workflows", "comfy"})
 _PENDING_PROGRESS = {"IN_QUEUE": 0, "IN_PROGRESS": 50}
 _CALLER_FAULT_STATUSES = frozenset({400, 422})
-_AMBIGUOUS_STATUSES = frozenset({504, 524})
 _TIMEOUT_ERROR_TYPES = frozenset({"request_timeout", "startup_timeout"})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _PERCENT = re.compile(r"(\d{1,3})(?:\.\d+)?\s*%")
 _MEDIA_PREFIXES = ("image/", "video/")
 _MAX_FILES = 16
-_MAX_MESSAGE = 300
-_MAX_BACKOFF_STEPS = 20
 
 
 class FalProvider:
@@ -151,11 +154,12 @@ class FalProvider:
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._model = upstream_model.strip("/")
         self._app = app_id(self._model)
-        self._api_key = api_key
-        self._http = http
-        self._fetch_policy = fetch_policy
+        # The key goes to the queue API only, never to file URLs.
+        timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
+        self._upstream = Upstream(
+            http, fetch_policy, api_key=api_key, timeout=timeout, scheme="Key"
+        )
         self._callback_url = callback_url
-        self._timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
         self._poll_interval_s = poll_interval_s
         self._max_poll_interval_s = max_poll_interval_s
         self._warned_status_url = False
@@ -164,10 +168,10 @@ class FalProvider:
         body = {key: value for key, value in job.input.items() if value is not None}
         params = {"fal_webhook": self._callback_url} if self._callback_url else None
         url = f"{self._base_url}/{_quote_path(self._model)}"
-        response = await self._send("POST", url, json=body, params=params, may_create=True)
+        response = await self._upstream.send("POST", url, json=body, params=params, may_create=True)
         if response.status_code >= 300:
             return self._refusal(response, may_create=True)
-        answer = _json_object(response)
+        answer = json_object(response)
         request_id = answer.get("request_id") if answer is not None else None
         if answer is None or not isinstance(request_id, str) or not request_id:
             return Failed("provider_error", "the provider accepted the job without a request id")
@@ -180,7 +184,9 @@ class FalProvider:
         )
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
-        response = await self._send("GET", self._request_url(upstream_id, "/status?logs=1"))
+        response = await self._upstream.send(
+            "GET", self._request_url(upstream_id, "/status?logs=1")
+        )
         if response.status_code == 404:
             return Failed(
                 "provider_error",
@@ -189,7 +195,7 @@ class FalProvider:
             )
         if response.status_code >= 300:
             return self._refusal(response, may_create=False)
-        answer = _json_object(response)
+        answer = json_object(response)
         status = answer.get("status") if answer is not None else None
         if answer is None or not isinstance(status, str):
             return Failed("provider_error", "the provider answered with malformed JSON")
@@ -197,7 +203,9 @@ class FalProvider:
             return Pending(
                 upstream_id,
                 progress=_progress(status, answer),
-                poll_after_s=self._backoff_s(job.polls),
+                poll_after_s=poll_backoff(
+                    self._poll_interval_s, job.polls, self._max_poll_interval_s
+                ),
                 queue_position=_queue_position(answer) if status == "IN_QUEUE" else None,
             )
         if status == "COMPLETED":
@@ -208,14 +216,14 @@ class FalProvider:
         """Ask fal to cancel; True when it took the request (a running request may still
         finish). A refusal (400 ALREADY_COMPLETED, 404, any 4xx) is an answer, not an error.
         Raises ProviderUnavailable on 429, 5xx and connection failures."""
-        response = await self._send("PUT", self._request_url(upstream_id, "/cancel"))
+        response = await self._upstream.send("PUT", self._request_url(upstream_id, "/cancel"))
         status = response.status_code
         if status < 300:
             return True
         if status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=False)
+            raise unavailable(response, may_create=False)
         if status in (401, 402, 403):
-            self._log_channel_fault(_channel_fault(response), status)
+            self._log_channel_fault(_fault_of(response), status)
         return False
 
     async def aclose(self) -> None:
@@ -224,10 +232,10 @@ class FalProvider:
     # --- the result ---------------------------------------------------------------------
 
     async def _result(self, upstream_id: str, status_answer: Mapping[str, Any]) -> Outcome:
-        response = await self._send("GET", self._request_url(upstream_id, ""))
+        response = await self._upstream.send("GET", self._request_url(upstream_id, ""))
         status = response.status_code
         if status < 300:
-            output = _json_object(response)
+            output = json_object(response)
             if output is None:
                 return Failed("provider_error", "the provider's result is not a JSON object")
             return await self._download(output, cost=_cost(status_answer, output))
@@ -246,24 +254,26 @@ class FalProvider:
     def _upstream_failure(
         self, response: httpx.Response, status_answer: Mapping[str, Any]
     ) -> Failed:
-        answer = _json_object(response) or {}
+        answer = json_object(response) or {}
         error_type = str(
             status_answer.get("error_type")
             or answer.get("error_type")
             or response.headers.get("x-fal-error-type")
             or ""
         )
-        message = self._scrub(_detail_text(answer.get("detail")) or str(status_answer["error"]))
+        message = self._upstream.scrub(
+            _detail_text(answer.get("detail")) or str(status_answer["error"])
+        )
         details = {"status": response.status_code, "upstream_code": error_type}
         if "content_policy" in error_type:
             return Failed(
-                "content_policy", _said("the provider's moderation refused", message), details
+                "content_policy", said("the provider's moderation refused", message), details
             )
         if error_type in _TIMEOUT_ERROR_TYPES:
             return Failed(
-                "provider_timeout", _said("the provider timed out on the task", message), details
+                "provider_timeout", said("the provider timed out on the task", message), details
             )
-        return Failed("provider_error", _said("the provider failed the task", message), details)
+        return Failed("provider_error", said("the provider failed the task", message), details)
 
     async def _download(self, output: Mapping[str, Any], *, cost: dict[str, Any] | None) -> Outcome:
         flagged = _flagged_urls(output)
@@ -277,9 +287,9 @@ class FalProvider:
         outputs = []
         for url, declared in files[:_MAX_FILES]:
             try:
-                data = await self._fetch(url)
+                data, _declared_type = await self._upstream.download(url, inline=True)
                 info = await asyncio.to_thread(probe_media, data)
-            except _Refused as exc:
+            except ResultRefused as exc:
                 return Failed("provider_error", str(exc))
             except ValueError:
                 return Failed(
@@ -289,35 +299,11 @@ class FalProvider:
             outputs.append(Output(data, info.content_type))
         return Completed(outputs, cost=cost)
 
-    async def _fetch(self, url: str) -> bytes:
-        if url.startswith("data:"):
-            return self._decode_data_url(url)
-        try:
-            data, _content_type = await fetch_bytes(self._http, url, self._fetch_policy)
-        except UrlRefused as exc:
-            raise _Refused(f"the provider's file URL is refused: {exc.reason}") from None
-        except FetchFailed as exc:
-            # Messages name the host only: file URLs may carry tokens.
-            raise ProviderUnavailable(f"a finished file could not be downloaded: {exc}") from None
-        return data
-
-    def _decode_data_url(self, url: str) -> bytes:
-        header, _, payload = url.partition(",")
-        if not header.endswith(";base64"):
-            raise _Refused("the provider's inline file is not base64")
-        if len(payload) * 3 // 4 > self._fetch_policy.max_bytes:
-            raise _Refused("the provider's inline file is larger than the size limit")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise _Refused("the provider's inline file is not valid base64") from None
-
     # --- HTTP plumbing ------------------------------------------------------------------
 
     def _request_url(self, request_id: str, suffix: str) -> str:
-        # An id is echoed back from the upstream; quoting keeps it one path segment.
-        quoted = urllib.parse.quote(request_id, safe="")
-        return f"{self._base_url}/{_quote_path(self._app)}/requests/{quoted}{suffix}"
+        app = _quote_path(self._app)
+        return f"{self._base_url}/{app}/requests/{path_segment(request_id)}{suffix}"
 
     def _check_status_url(self, answer: Mapping[str, Any], request_id: str) -> None:
         """Warn the operator (once) when fal's status URL is not the one polls will use."""
@@ -335,92 +321,38 @@ class FalProvider:
                 self._app,
             )
 
-    def _backoff_s(self, polls: int) -> float:
-        delay = self._poll_interval_s * 1.5 ** min(max(polls, 0), _MAX_BACKOFF_STEPS)
-        return float(min(delay, self._max_poll_interval_s))
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        may_create: bool = False,
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Key {self._api_key}"}
-        try:
-            return await self._http.request(
-                method, url, json=json, params=params, headers=headers, timeout=self._timeout
-            )
-        except _NOT_SENT:
-            raise ProviderUnavailable("the provider could not be reached") from None
-        except httpx.TimeoutException:
-            raise ProviderUnavailable(
-                "the provider did not answer in time"
-                + (": it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-        except httpx.HTTPError:
-            raise ProviderUnavailable(
-                "the connection to the provider broke"
-                + (" after the request was sent: it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-
     def _refusal(self, response: httpx.Response, *, may_create: bool) -> Outcome:
         """The outcome of a non-2xx answer to submit, status or result."""
         status = response.status_code
         if status in (401, 402, 403):
-            fault = _channel_fault(response)
+            fault = _fault_of(response)
             self._log_channel_fault(fault, status)
-            return Failed(
-                "provider_error",
-                f"the provider refused this gateway channel ({fault}, HTTP {status}); "
-                "this is a problem on the operator's side, not with your request",
-                details={"channel_fault": fault, "status": status},
+            return channel_fault(
+                fault,
+                f"the provider refused this gateway channel ({fault}, HTTP {status})",
+                {"status": status},
             )
         if status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=may_create)
-        detail = (_json_object(response) or {}).get("detail")
+            raise unavailable(response, may_create=may_create)
+        detail = (json_object(response) or {}).get("detail")
         if status in _CALLER_FAULT_STATUSES and detail:
-            message = self._scrub(_detail_text(detail))
+            message = self._upstream.scrub(_detail_text(detail))
             types = sorted(_detail_types(detail))
             details = {"status": status, "upstream_types": types}
             if "content_policy_violation" in types:
                 return Failed(
-                    "content_policy", _said("the provider's moderation refused", message), details
+                    "content_policy", said("the provider's moderation refused", message), details
                 )
             return Failed(
-                "invalid_input", _said("the provider rejected the input", message), details
+                "invalid_input", said("the provider rejected the input", message), details
             )
         return Failed(
             "provider_error", f"the provider answered HTTP {status}", details={"status": status}
         )
 
-    def _unavailable(self, response: httpx.Response, *, may_create: bool) -> ProviderUnavailable:
-        status = response.status_code
-        ambiguous = may_create and status in _AMBIGUOUS_STATUSES
-        return ProviderUnavailable(
-            f"the provider answered HTTP {status}"
-            + (": it may still run the job" if ambiguous else ""),
-            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            ambiguous=ambiguous,
-        )
-
     def _log_channel_fault(self, fault: str, status: int) -> None:
-        # The operator must act; the upstream's body (which may echo the key) is not logged.
         what = "has no balance left" if fault == "quota" else "refused this channel's credential"
-        log.error("fal upstream %s %s (HTTP %s)", self._base_url, what, status)
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_MESSAGE]
-
-
-class _Refused(Exception):
-    """A result file the adapter will not take; the poll fails with provider_error."""
+        log_channel_fault(log, "fal", self._base_url, f"{what} (HTTP {status})")
 
 
 def app_id(model: str) -> str:
@@ -459,14 +391,6 @@ def media_files(output: Any) -> list[tuple[str, str]]:
 
 def _quote_path(path: str) -> str:
     return urllib.parse.quote(path, safe="/")
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def _queue_position(answer: Mapping[str, Any]) -> int | None:
@@ -521,10 +445,10 @@ def _flagged_urls(output: Mapping[str, Any]) -> set[str]:
     }
 
 
-def _channel_fault(response: httpx.Response) -> str:
+def _fault_of(response: httpx.Response) -> str:
     if response.status_code == 402:
         return "quota"
-    detail = _detail_text((_json_object(response) or {}).get("detail")).lower()
+    detail = _detail_text((json_object(response) or {}).get("detail")).lower()
     return "quota" if "balance" in detail or "locked" in detail else "auth"
 
 
@@ -549,7 +473,3 @@ def _detail_types(detail: Any) -> set[str]:
     if not isinstance(detail, list):
         return set()
     return {str(item["type"]) for item in detail if isinstance(item, Mapping) and item.get("type")}
-
-
-def _said(prefix: str, message: str) -> str:
-    return f"{prefix}: {message}" if message else prefix

@@ -81,8 +81,7 @@ from typing import Any
 
 import httpx
 
-from app.callbacks.schedule import parse_retry_after
-from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.net.url_guard import UrlPolicy
 from app.providers.base import (
     Completed,
     Failed,
@@ -93,17 +92,25 @@ from app.providers.base import (
     ProviderJob,
     ProviderUnavailable,
 )
+from app.providers.upstream import (
+    ResultRefused,
+    Upstream,
+    channel_fault,
+    json_object,
+    log_channel_fault,
+    poll_backoff,
+    sniff_media_type,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 JOBS_PATH = "/api/v1/jobs"
 _PENDING_STATES = frozenset({"waiting", "queuing", "generating"})
-_AMBIGUOUS_CODES = frozenset({504, 524})
 _MAINTENANCE = 455
 _GENERATION_FAILED = 501
 _FEATURE_DISABLED = 505
 _CHANNEL_FAULTS = {401: "auth", 403: "auth", 402: "quota", _FEATURE_DISABLED: "feature_disabled"}
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Fail codes an upstream gengate reports that mean the same here.
 _OUR_FAIL_CODES = frozenset(
     {
@@ -130,7 +137,6 @@ _UNKNOWN_MODEL = re.compile(
     r"|(unknown|unsupported|invalid) model",
     re.IGNORECASE,
 )
-_MAX_MESSAGE = 300
 
 
 class KieProvider:
@@ -154,13 +160,11 @@ class KieProvider:
         # Operators paste the base URL in several lengths; the jobs API hangs off the root.
         root = base_url.rstrip("/").removesuffix(JOBS_PATH).removesuffix("/api/v1")
         self._jobs_url = root + JOBS_PATH
-        self._api_key = api_key
         self._model = upstream_model
-        self._http = http
-        self._fetch_policy = fetch_policy
+        timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
+        self._upstream = Upstream(http, fetch_policy, api_key=api_key, timeout=timeout)
         self._callback_url = callback_url
         self.idempotent_submit = idempotent_submit
-        self._timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
         self._poll_interval_s = poll_interval_s
         self._max_poll_interval_s = max_poll_interval_s
 
@@ -168,14 +172,14 @@ class KieProvider:
         body: dict[str, Any] = {"model": self._model, "input": dict(job.input)}
         if self._callback_url:
             body["callBackUrl"] = self._callback_url
-        response = await self._send(
+        response = await self._upstream.send(
             "POST",
-            "/createTask",
+            self._jobs_url + "/createTask",
             json=body,
             headers={"X-Request-Id": job.task_id},
             may_create=True,
         )
-        answer = _envelope(response)
+        answer = json_object(response)
         code = _code_of(response, answer)
         if code != 200:
             return self._refusal(response, answer, code, may_create=True)
@@ -189,8 +193,10 @@ class KieProvider:
         return Pending(upstream_id, progress=0, poll_after_s=self._poll_interval_s)
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
-        response = await self._send("GET", "/recordInfo", params={"taskId": upstream_id})
-        answer = _envelope(response)
+        response = await self._upstream.send(
+            "GET", self._jobs_url + "/recordInfo", params={"taskId": upstream_id}
+        )
+        answer = json_object(response)
         code = _code_of(response, answer)
         if code != 200:
             return self._refusal(response, answer, code, may_create=False)
@@ -202,7 +208,9 @@ class KieProvider:
             return Pending(
                 upstream_id,
                 progress=_progress(record),
-                poll_after_s=self._poll_after(job.polls),
+                poll_after_s=poll_backoff(
+                    self._poll_interval_s, job.polls, self._max_poll_interval_s
+                ),
                 queue_position=_queue_position(record),
             )
         if state == "success":
@@ -215,8 +223,10 @@ class KieProvider:
         """Ask the upstream to cancel; True when it did. 404 (no such task, or no cancel at
         this upstream) and 409 (already finished) answer False. Raises ProviderUnavailable on
         429, 455, 5xx and connection failures."""
-        response = await self._send("POST", "/cancel", params={"taskId": upstream_id})
-        answer = _envelope(response)
+        response = await self._upstream.send(
+            "POST", self._jobs_url + "/cancel", params={"taskId": upstream_id}
+        )
+        answer = json_object(response)
         code = _code_of(response, answer)
         if code == 200:
             return True
@@ -229,42 +239,7 @@ class KieProvider:
     async def aclose(self) -> None:
         return None  # the HTTP client is shared and closed by its owner
 
-    # --- HTTP plumbing ------------------------------------------------------------------
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        may_create: bool = False,
-    ) -> httpx.Response:
-        sent_headers = {"Authorization": f"Bearer {self._api_key}", **(headers or {})}
-        try:
-            return await self._http.request(
-                method,
-                self._jobs_url + path,
-                json=json,
-                params=params,
-                headers=sent_headers,
-                timeout=self._timeout,
-            )
-        except _NOT_SENT:
-            raise ProviderUnavailable("the provider could not be reached") from None
-        except httpx.TimeoutException:
-            raise ProviderUnavailable(
-                "the provider did not answer in time"
-                + (": it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-        except httpx.HTTPError:
-            raise ProviderUnavailable(
-                "the connection to the provider broke"
-                + (" after the request was sent: it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
+    # --- refusals -----------------------------------------------------------------------
 
     def _refusal(
         self,
@@ -277,7 +252,7 @@ class KieProvider:
         """The outcome of an answer whose code is not 200; raises ProviderUnavailable."""
         if _is_unavailable(code):
             raise self._unavailable(response, answer, code, may_create=may_create)
-        message = self._scrub(_message_of(answer))
+        message = self._upstream.scrub(_message_of(answer))
         suffix = f": {message}" if message else ""
         details: dict[str, Any] = {"upstream_code": code}
         if code in _CHANNEL_FAULTS:
@@ -313,17 +288,13 @@ class KieProvider:
         *,
         may_create: bool,
     ) -> ProviderUnavailable:
-        ambiguous = may_create and code in _AMBIGUOUS_CODES
-        header = response.headers.get("retry-after")
-        # gengate puts it in the body too; kie answering HTTP 200 can only put it there.
-        retry_after_s = (
-            parse_retry_after(header) if header else _number(_data_of(answer).get("retryAfter"))
-        )
-        what = "is down for maintenance" if code == _MAINTENANCE else f"answered {code}"
-        return ProviderUnavailable(
-            f"the provider {what}" + (": it may still run the job" if ambiguous else ""),
-            retry_after_s=retry_after_s,
-            ambiguous=ambiguous,
+        return unavailable(
+            response,
+            may_create=may_create,
+            code=code,
+            what="is down for maintenance" if code == _MAINTENANCE else f"answered {code}",
+            # gengate puts it in the body too; kie answering HTTP 200 can only put it there.
+            retry_after_default=_number(_data_of(answer).get("retryAfter")),
         )
 
     def _channel_fault(self, fault: str, code: int, message: str) -> Failed:
@@ -334,33 +305,23 @@ class KieProvider:
             "feature_disabled": "has disabled this feature for this gateway channel",
             "config": "refused this gateway channel's configuration",
         }[fault]
-        return Failed(
-            "provider_error",
-            f"the provider {reason} ({code}); this is a problem on the operator's side, "
-            "not with your request" + (f": {message}" if message else ""),
-            details={"channel_fault": fault, "upstream_code": code},
+        return channel_fault(
+            fault, f"the provider {reason} ({code})", {"upstream_code": code}, message=message
         )
 
     def _log_channel_fault(self, fault: str, code: int) -> None:
-        # The operator must act; the upstream's message (which may echo the key) is not logged.
-        log.error(
-            "kie upstream %s: channel fault %s (code %s) for model %s",
+        log_channel_fault(
+            log,
+            "kie",
             self._jobs_url,
-            fault,
-            code,
-            self._model,
+            f"channel fault {fault} (code {code}) for model {self._model}",
         )
-
-    def _poll_after(self, polls: int) -> float:
-        # The exponent is capped: 1.5**polls overflows a float after some 1,750 polls.
-        backoff = self._poll_interval_s * 1.5 ** min(polls, 64)
-        return float(min(backoff, self._max_poll_interval_s))
 
     # --- records ------------------------------------------------------------------------
 
     def _failed(self, record: Mapping[str, Any]) -> Failed:
         upstream_code = str(record.get("failCode") or "")
-        message = self._scrub(str(record.get("failMsg") or ""))
+        message = self._upstream.scrub(str(record.get("failMsg") or ""))
         code = _fail_code_of(upstream_code, message)
         details = {"upstream_fail_code": upstream_code} if upstream_code else {}
         return Failed(code, message or "the provider failed the task", details)
@@ -372,16 +333,9 @@ class KieProvider:
         outputs: list[Output] = []
         for url in urls:
             try:
-                data, content_type = await fetch_bytes(self._http, url, self._fetch_policy)
-            except UrlRefused as exc:
-                return Failed(
-                    "provider_error", f"the provider's result URL is refused: {exc.reason}"
-                )
-            except FetchFailed as exc:
-                # Messages name the host only: result URLs are signed.
-                raise ProviderUnavailable(
-                    f"a finished result could not be downloaded: {exc}"
-                ) from None
+                data, content_type = await self._upstream.download(url, what="result")
+            except ResultRefused as exc:
+                return Failed("provider_error", str(exc))
             media_type = _media_type(content_type, data)
             if media_type is None:
                 return Failed("provider_error", "the provider's result is not an image or a video")
@@ -393,19 +347,6 @@ class KieProvider:
         if isinstance(credits, int | float) and not isinstance(credits, bool):
             return {"unit": "credits", "model": self._model, "credits": credits}
         return None
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_MESSAGE]
-
-
-def _envelope(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def _code_of(response: httpx.Response, answer: Mapping[str, Any] | None) -> int:
@@ -496,24 +437,8 @@ def _queue_position(record: Mapping[str, Any]) -> int | None:
 
 def _media_type(declared: str | None, data: bytes) -> str | None:
     """What the bytes say; else the declared type when it is an image or a video."""
-    sniffed = _sniff(data)
+    sniffed = sniff_media_type(data)
     if sniffed is not None:
         return sniffed
     base = (declared or "").split(";", 1)[0].strip().lower()
     return base if base.startswith(("image/", "video/")) else None
-
-
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[4:8] == b"ftyp":
-        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
-    if data.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm"
-    return None

@@ -56,14 +56,12 @@ and is scrubbed from every message built from an upstream answer.
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from app.callbacks.schedule import parse_retry_after
-from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.net.url_guard import UrlPolicy
 from app.providers.base import (
     Completed,
     Failed,
@@ -72,7 +70,15 @@ from app.providers.base import (
     Pending,
     ProgressReporter,
     ProviderJob,
-    ProviderUnavailable,
+)
+from app.providers.upstream import (
+    ResultRefused,
+    Upstream,
+    channel_fault,
+    json_object,
+    log_channel_fault,
+    path_segment,
+    unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -80,10 +86,7 @@ log = logging.getLogger(__name__)
 TASKS_PATH = "/api/v3/contents/generations/tasks"
 _PENDING_STATES = frozenset({"queued", "running"})
 _CALLER_FAULT_STATUSES = frozenset({400, 404, 409, 422})
-_AMBIGUOUS_STATUSES = frozenset({504, 524})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _INVALID_INPUT_CODES = ("InvalidParameter", "MissingParameter", "InvalidArgument")
-_MAX_MESSAGE = 300
 
 
 class ModelArkProvider:
@@ -106,12 +109,10 @@ class ModelArkProvider:
         # Operators often paste the SDK's base URL, which already ends in /api/v3.
         root = base_url.rstrip("/").removesuffix("/api/v3")
         self._tasks_url = root + TASKS_PATH
-        self._api_key = api_key
         self._model = upstream_model
-        self._http = http
-        self._fetch_policy = fetch_policy
+        timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
+        self._upstream = Upstream(http, fetch_policy, api_key=api_key, timeout=timeout)
         self._callback_url = callback_url
-        self._timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
         self._poll_interval_s = poll_interval_s
 
     async def submit(self, job: ProviderJob, *, report: ProgressReporter) -> Outcome:
@@ -119,10 +120,10 @@ class ModelArkProvider:
             body = task_body(job.input, model=self._model, callback_url=self._callback_url)
         except ValueError as exc:
             return Failed("invalid_input", str(exc))
-        response = await self._send("POST", self._tasks_url, json=body, may_create=True)
+        response = await self._upstream.send("POST", self._tasks_url, json=body, may_create=True)
         if response.status_code >= 300:
             return self._status_outcome(response, may_create=True)
-        answer = _json_object(response)
+        answer = json_object(response)
         upstream_id = answer.get("id") if answer is not None else None
         if not isinstance(upstream_id, str) or not upstream_id:
             return Failed("provider_error", "the provider accepted the job without a task id")
@@ -130,10 +131,10 @@ class ModelArkProvider:
         return Pending(upstream_id, progress=0, poll_after_s=self._poll_interval_s)
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
-        response = await self._send("GET", self._task_url(upstream_id))
+        response = await self._upstream.send("GET", self._task_url(upstream_id))
         if response.status_code >= 300:
             return self._status_outcome(response, may_create=False)
-        answer = _json_object(response)
+        answer = json_object(response)
         status = answer.get("status") if answer is not None else None
         if answer is None or not isinstance(status, str):
             return Failed("provider_error", "the provider answered with malformed JSON")
@@ -155,14 +156,14 @@ class ModelArkProvider:
         """Ask the upstream to cancel; True when it did. Only queued tasks can be canceled,
         so a refusal (any 4xx) is an answer, not an error. Raises ProviderUnavailable on
         429, 5xx and connection failures."""
-        response = await self._send("DELETE", self._task_url(upstream_id))
+        response = await self._upstream.send("DELETE", self._task_url(upstream_id))
         status = response.status_code
         if status < 300:
             return True
         if status in (401, 403):
             self._log_auth_refusal(status)
         elif status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=False)
+            raise unavailable(response, may_create=False)
         return False
 
     async def aclose(self) -> None:
@@ -171,73 +172,34 @@ class ModelArkProvider:
     # --- HTTP plumbing ------------------------------------------------------------------
 
     def _task_url(self, upstream_id: str) -> str:
-        # An id is echoed back from the upstream; quoting keeps it one path segment.
-        return f"{self._tasks_url}/{urllib.parse.quote(upstream_id, safe='')}"
-
-    async def _send(
-        self, method: str, url: str, *, json: Any = None, may_create: bool = False
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._api_key}"}
-        try:
-            response = await self._http.request(
-                method, url, json=json, headers=headers, timeout=self._timeout
-            )
-        except _NOT_SENT:
-            raise ProviderUnavailable("the provider could not be reached") from None
-        except httpx.TimeoutException:
-            raise ProviderUnavailable(
-                "the provider did not answer in time"
-                + (": it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-        except httpx.HTTPError:
-            raise ProviderUnavailable(
-                "the connection to the provider broke"
-                + (" after the request was sent: it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-        return response
+        return f"{self._tasks_url}/{path_segment(upstream_id)}"
 
     def _status_outcome(self, response: httpx.Response, *, may_create: bool) -> Outcome:
         status = response.status_code
         if status in (401, 403):
             self._log_auth_refusal(status)
-            return Failed(
-                "provider_error",
-                f"the provider refused this gateway channel's credentials (HTTP {status}); "
-                "this is a problem on the operator's side, not with your request",
-                details={"channel_fault": "auth", "status": status},
+            return channel_fault(
+                "auth",
+                f"the provider refused this gateway channel's credentials (HTTP {status})",
+                {"status": status},
             )
         if status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=may_create)
-        error = _error_of(_json_object(response) or {})
+            raise unavailable(response, may_create=may_create)
+        error = _error_of(json_object(response) or {})
         if status in _CALLER_FAULT_STATUSES and error.get("code"):
             return self._failed(error, status=status)
         return Failed(
             "provider_error", f"the provider answered HTTP {status}", details={"status": status}
         )
 
-    def _unavailable(self, response: httpx.Response, *, may_create: bool) -> ProviderUnavailable:
-        status = response.status_code
-        ambiguous = may_create and status in _AMBIGUOUS_STATUSES
-        return ProviderUnavailable(
-            f"the provider answered HTTP {status}"
-            + (": it may still run the job" if ambiguous else ""),
-            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            ambiguous=ambiguous,
-        )
-
     def _log_auth_refusal(self, status: int) -> None:
-        # The operator must act; the upstream's body (which may echo the key) is not logged.
-        log.error(
-            "modelark upstream %s refused this channel's credential (HTTP %s)",
-            self._tasks_url,
-            status,
+        log_channel_fault(
+            log, "modelark", self._tasks_url, f"refused this channel's credential (HTTP {status})"
         )
 
     def _failed(self, error: Mapping[str, Any], *, status: int | None = None) -> Failed:
         code = str(error.get("code") or "")
-        message = self._scrub(str(error.get("message") or ""))
+        message = self._upstream.scrub(str(error.get("message") or ""))
         details: dict[str, Any] = {"upstream_code": code} if code else {}
         if status is not None:
             details["status"] = status
@@ -256,14 +218,9 @@ class ModelArkProvider:
         if not isinstance(url, str) or not url:
             return Failed("provider_error", "the provider finished without a video URL")
         try:
-            data, _content_type = await fetch_bytes(self._http, url, self._fetch_policy)
-        except UrlRefused as exc:
-            return Failed("provider_error", f"the provider's video URL is refused: {exc.reason}")
-        except FetchFailed as exc:
-            # Messages name the host only: the URL is presigned.
-            raise ProviderUnavailable(
-                f"the finished video could not be downloaded: {exc}"
-            ) from None
+            data, _content_type = await self._upstream.download(url, what="video")
+        except ResultRefused as exc:
+            return Failed("provider_error", str(exc))
         if data[4:8] != b"ftyp":
             return Failed("provider_error", "the provider's result is not an MP4 video")
         return Completed([Output(data, "video/mp4")], cost=self._cost(answer))
@@ -274,11 +231,6 @@ class ModelArkProvider:
             return None
         counts = {k: v for k, v in usage.items() if isinstance(v, int | float)}
         return {"unit": "tokens", "model": self._model, **counts} if counts else None
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_MESSAGE]
 
 
 def task_body(
@@ -339,14 +291,6 @@ def _integer(value: object, name: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     raise ValueError(f"{name} must be an integer, got {value!r}")
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def _error_of(answer: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -39,9 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +63,14 @@ from app.providers.local_render import (
     decode_image,
     encode_image,
 )
+from app.providers.upstream import (
+    channel_fault,
+    log_channel_fault,
+    request_failure,
+    scrub,
+    sniff_media_type,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +78,9 @@ STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 _LANDSCAPE = {"3:2", "16:9", "4:3", "21:9"}
 _PORTRAIT = {"2:3", "9:16", "3:4"}
 _CALLER_FAULT_STATUSES = {400, 404, 409, 413, 422}
-_AMBIGUOUS_STATUSES = {504, 524}
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CONTENT_POLICY_CODES = {"moderation_blocked", "content_policy_violation"}
-_MAX_MESSAGE = 300
+# What the Images API makes, and all an edit takes.
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 
 class OpenAIImagesProvider:
@@ -154,28 +159,19 @@ class OpenAIImagesProvider:
 
     def _status_outcome(self, exc: openai.APIStatusError) -> Outcome:
         status = exc.status_code
-        upstream_message = self._scrub(_error_message(exc))
+        upstream_message = scrub(_error_message(exc), self._api_key)
         if status in (401, 403):
             # Upstream 401 bodies often echo part of the key; none of it goes anywhere.
-            log.error(
-                "openai upstream %s refused this channel's credential (HTTP %s)",
-                self._base_url,
-                status,
+            log_channel_fault(
+                log, "openai", self._base_url, f"refused this channel's credential (HTTP {status})"
             )
-            return Failed(
-                "provider_error",
-                f"the provider refused this gateway channel's credentials (HTTP {status}); "
-                "this is a problem on the operator's side, not with your request",
-                details={"channel_fault": "auth", "status": status},
+            return channel_fault(
+                "auth",
+                f"the provider refused this gateway channel's credentials (HTTP {status})",
+                {"status": status},
             )
         if status == 429 or status >= 500:
-            ambiguous = status in _AMBIGUOUS_STATUSES
-            raise ProviderUnavailable(
-                f"the provider answered HTTP {status}"
-                + (": it may still run the job" if ambiguous else ""),
-                retry_after_s=_retry_after_s(exc.response.headers),
-                ambiguous=ambiguous,
-            ) from None
+            raise unavailable(exc.response, may_create=True) from None
         if _is_content_policy(exc):
             return Failed(
                 "content_policy",
@@ -191,23 +187,12 @@ class OpenAIImagesProvider:
         return Failed("provider_error", f"the provider answered HTTP {status}")
 
     def _connection_failure(self, exc: openai.APIConnectionError) -> ProviderUnavailable:
-        cause = exc.__cause__
-        if isinstance(cause, _NOT_SENT):
-            return ProviderUnavailable("the provider could not be reached")
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderUnavailable(
-                "the provider did not answer in time: it may still run the job", ambiguous=True
-            )
-        return ProviderUnavailable(
-            "the connection to the provider broke after the request was sent: "
-            "it may still run the job",
-            ambiguous=True,
+        # The SDK wraps the transport's exception: that one tells whether anything was sent.
+        return request_failure(
+            exc.__cause__ or exc,
+            may_create=True,
+            timed_out=isinstance(exc, openai.APITimeoutError),
         )
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_MESSAGE]
 
 
 def _image_arguments(params: Mapping[str, Any], *, model: str) -> dict[str, Any]:
@@ -262,19 +247,14 @@ def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...], defa
 
 
 def _upload(index: int, data: bytes) -> tuple[str, bytes, str]:
-    content_type = sniff_image_type(data) or "application/octet-stream"
+    content_type = _image_type(data) or "application/octet-stream"
     extension = content_type.rsplit("/", 1)[-1]
     return (f"input-{index}.{extension}", data, content_type)
 
 
-def sniff_image_type(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+def _image_type(data: bytes) -> str | None:
+    content_type = sniff_media_type(data)
+    return content_type if content_type in _IMAGE_TYPES else None
 
 
 def _completed(response: object, *, model: str) -> Outcome:
@@ -288,7 +268,7 @@ def _completed(response: object, *, model: str) -> Outcome:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return Failed("provider_error", "the provider answered with an image that is not base64")
-    content_type = sniff_image_type(data)
+    content_type = _image_type(data)
     if content_type is None:
         return Failed("provider_error", "the provider answered with a file that is not an image")
     cost: dict[str, Any] | None = None
@@ -317,25 +297,3 @@ def _error_message(exc: openai.APIStatusError) -> str:
         if isinstance(message, str):
             return message
     return ""
-
-
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -92,18 +92,14 @@ from every message built from an upstream answer.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 
-from app.callbacks.schedule import parse_retry_after
-from app.net.url_guard import FetchFailed, UrlPolicy, UrlRefused, fetch_bytes
+from app.net.url_guard import UrlPolicy
 from app.providers.base import (
     Completed,
     Failed,
@@ -115,14 +111,23 @@ from app.providers.base import (
     ProviderUnavailable,
 )
 from app.providers.local_render import probe_media
+from app.providers.upstream import (
+    ResultRefused,
+    Upstream,
+    channel_fault,
+    json_object,
+    log_channel_fault,
+    path_segment,
+    poll_backoff,
+    sniff_media_type,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 _PENDING_STATES = frozenset({"starting", "processing"})
 _FINAL_STATES = frozenset({"succeeded", "failed", "canceled", "aborted"})
-_AMBIGUOUS_STATUSES = frozenset({504, 524})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _VERSION_ID = re.compile(r"[0-9a-f]{64}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -131,7 +136,6 @@ _CONTENT_POLICY = re.compile(
 )
 _MAX_WAIT_S = 60  # Replicate holds a create at most this long
 _PROCESSING_PROGRESS = 50
-_MAX_MESSAGE = 300
 
 
 class ReplicateProvider:
@@ -167,13 +171,10 @@ class ReplicateProvider:
             raise ValueError(f"prefer_wait_s must be between 1 and {_MAX_WAIT_S} seconds")
         self._api = (base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1") + "/v1"
         self._create_url, self._version = _create_target(self._api, upstream_model)
-        self._api_key = api_key
         self._model = upstream_model
-        self._http = http
-        self._fetch_policy = fetch_policy
+        timeout = httpx.Timeout(request_timeout_s, connect=connect_timeout_s)
+        self._upstream = Upstream(http, fetch_policy, api_key=api_key, timeout=timeout)
         self._callback_url = callback_url
-        self._request_timeout_s = request_timeout_s
-        self._connect_timeout_s = connect_timeout_s
         self._poll_interval_s = poll_interval_s
         self._max_poll_interval_s = max_poll_interval_s
         self._prefer_wait_s = prefer_wait_s
@@ -186,12 +187,18 @@ class ReplicateProvider:
             body["webhook"] = self._callback_url
             body["webhook_events_filter"] = ["completed"]
         wait_s = self._prefer_wait_s if job.media_type == "image" else None
-        response = await self._send(
-            "POST", self._create_url, json=body, may_create=True, wait_s=wait_s
+        response = await self._upstream.send(
+            "POST",
+            self._create_url,
+            json=body,
+            # Replicate holds the answer that long before it sends anything.
+            headers={"Prefer": f"wait={wait_s}"} if wait_s else None,
+            held_s=wait_s or 0,
+            may_create=True,
         )
         if response.status_code >= 300:
             return self._status_outcome(response, may_create=True)
-        answer = _json_object(response)
+        answer = json_object(response)
         upstream_id = answer.get("id") if answer is not None else None
         if answer is None or not isinstance(upstream_id, str) or not upstream_id:
             return Failed("provider_error", "the provider accepted the job without a prediction id")
@@ -206,10 +213,10 @@ class ReplicateProvider:
             return Pending(upstream_id, progress=99, poll_after_s=self._poll_interval_s)
 
     async def poll(self, job: ProviderJob, upstream_id: str) -> Outcome:
-        response = await self._send("GET", self._prediction_url(upstream_id))
+        response = await self._upstream.send("GET", self._prediction_url(upstream_id))
         if response.status_code >= 300:
             return self._status_outcome(response, may_create=False)
-        answer = _json_object(response)
+        answer = json_object(response)
         if answer is None:
             return Failed("provider_error", "the provider answered with malformed JSON")
         return await self._outcome(upstream_id, answer, polls=job.polls)
@@ -218,15 +225,15 @@ class ReplicateProvider:
         """Ask Replicate to cancel; True when the prediction is canceled, False when it had
         already ended or is unknown. Raises ProviderUnavailable on 429, 5xx and connection
         failures."""
-        response = await self._send("POST", self._prediction_url(upstream_id) + "/cancel")
+        response = await self._upstream.send("POST", self._prediction_url(upstream_id) + "/cancel")
         status = response.status_code
         if status < 300:
-            answer = _json_object(response)
+            answer = json_object(response)
             return answer is not None and answer.get("status") == "canceled"
         if status in (401, 402, 403):
             self._log_channel_fault(status)
         elif status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=False)
+            raise unavailable(response, may_create=False)
         return False
 
     async def aclose(self) -> None:
@@ -251,11 +258,11 @@ class ReplicateProvider:
         return Failed("provider_error", f"the provider reported an unknown status {status!r}")
 
     def _pending(self, upstream_id: str, answer: Mapping[str, Any], *, polls: int) -> Pending:
-        poll_after_s = min(self._max_poll_interval_s, self._poll_interval_s * 1.5**polls)
+        poll_after_s = poll_backoff(self._poll_interval_s, polls, self._max_poll_interval_s)
         return Pending(upstream_id, progress=_progress(answer), poll_after_s=poll_after_s)
 
     def _failed(self, error: object) -> Failed:
-        message = self._scrub(str(error or ""))
+        message = self._upstream.scrub(str(error or ""))
         suffix = f": {message}" if message else ""
         if _CONTENT_POLICY.search(message):
             return Failed("content_policy", "the provider's safety check refused the job" + suffix)
@@ -268,28 +275,14 @@ class ReplicateProvider:
         outputs: list[Output] = []
         for url in urls:
             try:
-                data = await self._fetch(url)
-            except UrlRefused as exc:
-                return Failed("provider_error", f"the provider's file URL is refused: {exc.reason}")
-            except FetchFailed as exc:
-                # Messages name the host only: the URLs are signed.
-                raise ProviderUnavailable(
-                    f"a finished file could not be downloaded: {exc}"
-                ) from None
+                data, _declared_type = await self._upstream.download(url, inline=True)
+            except ResultRefused as exc:
+                return Failed("provider_error", str(exc))
             content_type = sniff_media_type(data) or await asyncio.to_thread(_probe_type, data)
             if content_type is None:
                 return Failed("provider_error", "the provider's result is no image or video")
             outputs.append(Output(data, content_type))
         return Completed(outputs, cost=self._cost(answer))
-
-    async def _fetch(self, url: str) -> bytes:
-        if url.startswith("data:"):
-            data = _decode_data_url(url, self._fetch_policy.max_bytes)
-            if data is None:
-                raise UrlRefused("an inline file that is not base64 within the size limit")
-            return data
-        data, _declared_type = await fetch_bytes(self._http, url, self._fetch_policy)
-        return data
 
     def _cost(self, answer: Mapping[str, Any]) -> dict[str, Any] | None:
         metrics = answer.get("metrics")
@@ -307,72 +300,35 @@ class ReplicateProvider:
     # --- HTTP plumbing ------------------------------------------------------------------
 
     def _prediction_url(self, upstream_id: str) -> str:
-        # An id is echoed back from the upstream; quoting keeps it one path segment.
-        return f"{self._api}/predictions/{urllib.parse.quote(upstream_id, safe='')}"
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        may_create: bool = False,
-        wait_s: int | None = None,
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._api_key}"}
-        read_s = self._request_timeout_s
-        if wait_s:
-            headers["Prefer"] = f"wait={wait_s}"
-            read_s += wait_s  # Replicate holds the answer that long before it sends anything
-        timeout = httpx.Timeout(read_s, connect=self._connect_timeout_s)
-        try:
-            return await self._http.request(
-                method, url, json=json, headers=headers, timeout=timeout
-            )
-        except _NOT_SENT:
-            raise ProviderUnavailable("the provider could not be reached") from None
-        except httpx.TimeoutException:
-            raise ProviderUnavailable(
-                "the provider did not answer in time"
-                + (": it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
-        except httpx.HTTPError:
-            raise ProviderUnavailable(
-                "the connection to the provider broke"
-                + (" after the request was sent: it may still run the job" if may_create else ""),
-                ambiguous=may_create,
-            ) from None
+        return f"{self._api}/predictions/{path_segment(upstream_id)}"
 
     def _status_outcome(self, response: httpx.Response, *, may_create: bool) -> Outcome:
         status = response.status_code
         if status == 429 or status >= 500:
-            raise self._unavailable(response, may_create=may_create)
-        problem = _json_object(response) or {}
-        detail = self._scrub(str(problem.get("detail") or problem.get("title") or ""))
+            raise unavailable(response, may_create=may_create)
+        problem = json_object(response) or {}
+        detail = self._upstream.scrub(str(problem.get("detail") or problem.get("title") or ""))
         suffix = f": {detail}" if detail else ""
         if status in (401, 402, 403):
             self._log_channel_fault(status)
             what = "account is out of credit" if status == 402 else "credentials were refused"
-            return Failed(
-                "provider_error",
-                f"this gateway channel's provider {what} (HTTP {status}); "
-                "this is a problem on the operator's side, not with your request",
-                details={"channel_fault": "quota" if status == 402 else "auth", "status": status},
+            return channel_fault(
+                "quota" if status == 402 else "auth",
+                f"this gateway channel's provider {what} (HTTP {status})",
+                {"status": status},
             )
         if may_create and (status == 404 or _is_unknown_version(problem)):
-            log.error(
-                "replicate upstream %s does not know model %r (HTTP %s): "
-                "fix the channel's upstream model name",
+            log_channel_fault(
+                log,
+                "replicate",
                 self._api,
-                self._model,
-                status,
+                f"does not know model {self._model!r} (HTTP {status}): "
+                "fix the channel's upstream model name",
             )
-            return Failed(
-                "provider_error",
-                "the provider does not know this gateway channel's model; "
-                "this is a problem on the operator's side, not with your request",
-                details={"channel_fault": "config", "status": status},
+            return channel_fault(
+                "config",
+                "the provider does not know this gateway channel's model",
+                {"status": status},
             )
         if status == 404:
             return Failed(
@@ -394,25 +350,9 @@ class ReplicateProvider:
             "provider_error", f"the provider answered HTTP {status}" + suffix, {"status": status}
         )
 
-    def _unavailable(self, response: httpx.Response, *, may_create: bool) -> ProviderUnavailable:
-        status = response.status_code
-        ambiguous = may_create and status in _AMBIGUOUS_STATUSES
-        return ProviderUnavailable(
-            f"the provider answered HTTP {status}"
-            + (": it may still run the job" if ambiguous else ""),
-            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
-            ambiguous=ambiguous,
-        )
-
     def _log_channel_fault(self, status: int) -> None:
-        # The operator must act; the upstream's body (which may echo the token) is not logged.
         what = "has no credit left or hit its spend limit" if status == 402 else "refused the token"
-        log.error("replicate upstream %s %s for this channel (HTTP %s)", self._api, what, status)
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_MAX_MESSAGE]
+        log_channel_fault(log, "replicate", self._api, f"{what} for this channel (HTTP {status})")
 
 
 def check_upstream_model(model: str) -> None:
@@ -453,35 +393,6 @@ def _file_urls(output: object) -> Iterator[str]:
             yield from _file_urls(item)
 
 
-def _decode_data_url(url: str, max_bytes: int) -> bytes | None:
-    """The bytes of a base64 `data:` URL (Replicate may inline small files); None when it
-    is no base64 one or is larger than the fetch policy allows."""
-    header, comma, payload = url.partition(",")
-    if not comma or not header.endswith(";base64") or len(payload) * 3 // 4 > max_bytes:
-        return None
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """The content type of image or video bytes by their magic numbers, or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if data[4:8] == b"ftyp":
-        return "video/quicktime" if data[8:12] == b"qt  " else "video/mp4"
-    if data.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm"
-    return None
-
-
 def _probe_type(data: bytes) -> str | None:
     """The content type of a file the sniffer does not know, if it is media at all: the
     probe the worker stores results with decides, not the header the file came with."""
@@ -506,14 +417,6 @@ def _invalid_fields(value: object) -> list[str]:
     return [
         str(item["field"]) for item in value if isinstance(item, Mapping) and item.get("field")
     ][:20]
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def _progress(answer: Mapping[str, Any]) -> int:
