@@ -1,31 +1,41 @@
 """Polling keeps up: 2,000 tasks an upstream holds, on a fake that answers every request after
-50 ms, are all polled to completion by one worker, none polled later than twice its backoff.
+50 ms, are all polled to completion by one worker, and no task is polled later than twice its
+backoff.
 
-A task's backoff is the `poll_after_s` its last answer asked for (the channel's
-`poll_interval_seconds` for ModelArk), counted from the moment that answer came: the worker
-cannot poll sooner than that, so "on time" is a gap of one backoff (plus the worker's own
-bookkeeping) between an answer and the next poll, and the test allows two. The tasks start as
-if a burst of submits had each been answered with `Pending` one backoff before the test: all
-due at once, so the first round must also be done within a backoff.
+A task's backoff is the `poll_after_s` its upstream's last answer asked for (ModelArk: the
+channel's `poll_interval_seconds`), counted from the moment that answer was sent. The worker
+may not poll sooner, so a task polled on time waits one backoff (plus the worker's own
+bookkeeping) between an answer and its next poll; it may wait at most two. The 50 ms each
+answer takes is not part of the wait: it is measured from the answer, not from the request.
+
+The tasks start as a steady stream of submits would leave them: each answered `Pending` one
+backoff before it comes due, the due times spread evenly over one backoff, and (as on a real
+upstream) they finish over several rounds, not all in one. To be on time the worker must
+sustain TASKS / BACKOFF_S polls a second; to stay within twice the backoff, half that. The
+backoff is set where one worker keeps up with room to spare on a small, shared machine; what
+a worker sustains is measured by the bench (`python -m bench --stage polls`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import time
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.accounts.models import Account
 from app.core.config import Settings
 from app.core.ids import new_id, now_ms
 from app.credits.models import LedgerEntry, LedgerKind
-from app.jobs.models import Task, TaskStatus
+from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.keys.models import ApiKey
 from app.media.models import MediaFile
 from app.providers.local_video import render_video
 from app.runtime import Runtime
@@ -36,13 +46,15 @@ from tests.fakes.slow_modelark import Poll, SlowModelArk, running_slow_modelark
 from tests.support.apps import eventually, runtime_of, worker_running
 
 KEY = "ark-test-key-0123456789"
+CHANNEL = "ark"
 TASKS = 2000
 LATENCY_S = 0.05
-BACKOFF_S = 1.0
-# Answered queued, running, then succeeded: three polls each.
-SCRIPT = Script(queued_polls=1, running_polls=1)
-POLLS = 3
-CHANNEL = "ark"
+BACKOFF_S = 15.0
+# (queued_polls, running_polls) of the fake's tasks in turn: finished at poll 1, 2 and 3.
+_TURNS = [(0, 0), (1, 0), (1, 1)]
+POLLS = len(_TURNS)
+# The worker computes due times in whole milliseconds.
+CLOCK_SLACK_S = 0.005
 
 
 @pytest.fixture(autouse=True)
@@ -52,102 +64,114 @@ def _ark_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def slow_ark() -> Iterator[SlowModelArk]:
-    clip = render_video("held", width=32, height=32, duration_s=0.5, fps=8)
-    script = Script(queued_polls=1, running_polls=1, video=clip)
-    with running_slow_modelark(KEY, delay_s=LATENCY_S, script=script) as fake:
+    with running_slow_modelark(KEY, delay_s=LATENCY_S) as fake:
         yield fake
 
 
-async def _hold_tasks(runtime: Runtime, fake: SlowModelArk) -> dict[str, int]:
-    """Put TASKS tasks in the state a Pending submit leaves them in (generating, sent to the
-    channel, the upstream id recorded, due for a poll, their credits held); returns each
-    task's due time by upstream id."""
+def _hold_upstream(fake: SlowModelArk) -> dict[str, int]:
+    """TASKS upstream tasks, by id with the polls each takes to finish. In turn they finish
+    at their first poll, after one `queued`, or after `queued` and `running`: like tasks of a
+    real upstream, they do not all finish in the same round."""
+    # One clip for every task: rendering 2,000 would cost the fake more than the polls.
+    clip = render_video("held", width=32, height=32, duration_s=0.5, fps=8)
+    scripts = [Script(queued_polls=q, running_polls=r, video=clip) for q, r in _TURNS]
+    polls: dict[str, int] = {}
+    for index in range(TASKS):
+        fake.script = scripts[index % len(scripts)]
+        (upstream_id,) = fake.hold(1)
+        polls[upstream_id] = 1 + index % len(scripts)
+    return polls
+
+
+async def _hold_tasks(runtime: Runtime, upstream_ids: list[str]) -> dict[str, float]:
+    """Put a task for each upstream id where a `Pending` submit leaves it: generating, the
+    channel and the upstream id recorded, no lease, credits held. Returns, by upstream id,
+    when the submit's answer came (epoch seconds): one backoff before the task is due."""
     model = runtime.catalog.get(VIDEO)
     normalized = model.normalize({"prompt": "a lighthouse at dusk"})
     price = model.price(normalized)
     customer = await make_customer(runtime, credits=TASKS * price)
-    upstream_ids = fake.hold(TASKS)
     now = now_ms()
+    backoff_ms = int(BACKOFF_S * 1000)
     tasks: list[dict[str, Any]] = []
     holds: list[dict[str, Any]] = []
-    for index, upstream_id in enumerate(upstream_ids):
-        task_id = new_id("task")
-        tasks.append(
-            {
-                "id": task_id,
-                "account_id": customer.account.id,
-                "api_key_id": _key_id(customer.account.id),
-                "model": model.id,
-                "media_type": model.media_type,
-                "input_json": json.dumps(normalized, separators=(",", ":")),
-                "status": TaskStatus.GENERATING.value,
-                "progress": 0,
-                "price": price,
-                "provider": model.provider,
-                "channel": CHANNEL,
-                "upstream_id": upstream_id,
-                "attempts": 1,
-                "polls": 0,
-                "due_at": now,
-                "deadline_at": now + model.timeout_seconds * 1000,
-                "created_at": now - int(BACKOFF_S * 1000),
-                "started_at": now - int(BACKOFF_S * 1000),
-                "updated_at": now,
-            }
-        )
-        holds.append(
-            {
-                "account_id": customer.account.id,
-                "kind": LedgerKind.HOLD.value,
-                "amount": -price,
-                "balance_after": (TASKS - index - 1) * price,
-                "task_id": task_id,
-                "created_at": now,
-            }
-        )
+    answered: dict[str, float] = {}
     async with runtime.sessions() as session:
-        key_id = await _only_key(session, customer.account.id)
-        for task in tasks:
-            task["api_key_id"] = key_id
+        key_id = await _key_of(session, customer.account.id)
+        for index, upstream_id in enumerate(upstream_ids):
+            task_id = new_id("task")
+            due = now + index * backoff_ms // TASKS
+            answered[upstream_id] = (due - backoff_ms) / 1000
+            tasks.append(
+                {
+                    "id": task_id,
+                    "account_id": customer.account.id,
+                    "api_key_id": key_id,
+                    "model": model.id,
+                    "media_type": model.media_type,
+                    "input_json": json.dumps(normalized, separators=(",", ":")),
+                    "status": TaskStatus.GENERATING.value,
+                    "progress": 0,
+                    "price": price,
+                    "provider": model.provider,
+                    "channel": CHANNEL,
+                    "upstream_id": upstream_id,
+                    "attempts": 1,
+                    "polls": 0,
+                    "due_at": due,
+                    "deadline_at": now + model.timeout_seconds * 1000,
+                    "created_at": due - backoff_ms,
+                    "started_at": due - backoff_ms,
+                    "updated_at": due - backoff_ms,
+                }
+            )
+            holds.append(
+                {
+                    "account_id": customer.account.id,
+                    "kind": LedgerKind.HOLD.value,
+                    "amount": -price,
+                    "balance_after": (TASKS - index - 1) * price,
+                    "task_id": task_id,
+                    "created_at": due - backoff_ms,
+                }
+            )
         await session.execute(insert(Task), tasks)
         await session.execute(insert(LedgerEntry), holds)
         await session.execute(
             update(Account).where(col(Account.id) == customer.account.id).values(balance=0)
         )
         await session.commit()
-    return {upstream_id: now for upstream_id in upstream_ids}
+    return answered
 
 
-def _key_id(_account_id: str) -> str:
-    return ""  # filled in from the database before the insert
-
-
-async def _only_key(session: Any, account_id: str) -> str:
-    from app.keys.models import ApiKey
-
-    key_id: str = (
-        await session.execute(select(col(ApiKey.id)).where(col(ApiKey.account_id) == account_id))
-    ).scalar_one()
+async def _key_of(session: AsyncSession, account_id: str) -> str:
+    stmt = select(col(ApiKey.id)).where(col(ApiKey.account_id) == account_id)
+    key_id: str = (await session.execute(stmt)).scalar_one()
     return key_id
 
 
-async def _count(runtime: Runtime, *where: Any) -> int:
+async def _count(runtime: Runtime, model: Any, *where: Any) -> int:
     async with runtime.sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(Task).where(*where)) or 0)
+        stmt = select(func.count()).select_from(model).where(*where)
+        return int(await session.scalar(stmt) or 0)
 
 
-def _late_polls(polls: dict[str, list[Poll]], due_at_ms: dict[str, int]) -> list[str]:
-    """Every poll that came later than twice its backoff after the answer before it."""
-    late: list[str] = []
-    for upstream_id, due_ms in due_at_ms.items():
-        # The first poll's "answer before" is the submit's, one backoff before it was due.
-        answered_at = due_ms / 1000 - BACKOFF_S
-        for number, poll in enumerate(polls.get(upstream_id, []), start=1):
-            waited = poll.arrived_at - answered_at
-            if waited > 2 * BACKOFF_S:
-                late.append(f"{upstream_id} poll {number}: {waited:.2f} s after the answer")
+def _waits(polls: dict[str, list[Poll]], answered: dict[str, float]) -> list[list[float]]:
+    """For each poll number, how long every task waited for it since the answer before it."""
+    waits: list[list[float]] = [[] for _ in range(POLLS)]
+    for upstream_id, answered_at in answered.items():
+        for number, poll in enumerate(polls.get(upstream_id, [])[:POLLS]):
+            waits[number].append(poll.arrived_at - answered_at)
             answered_at = poll.answered_at
-    return late
+    return waits
+
+
+def _summary(waits: list[list[float]]) -> str:
+    return "; ".join(
+        f"poll {number}: waits {min(w):.2f} .. {statistics.median(w):.2f} .. {max(w):.2f} s"
+        for number, w in enumerate(waits, start=1)
+        if w
+    )
 
 
 async def test_two_thousand_held_tasks_are_polled_to_completion_on_time(
@@ -159,28 +183,27 @@ async def test_two_thousand_held_tasks_are_polled_to_completion_on_time(
     )
     async with channel_app(settings, path, workers_in_process=False) as (app, _client):
         runtime = runtime_of(app)
-        due_at_ms = await _hold_tasks(runtime, slow_ark)
-        started = time.monotonic()
+        expected = _hold_upstream(slow_ark)
+        answered = await _hold_tasks(runtime, list(expected))
         async with worker_running(runtime):
 
             async def all_finished() -> bool:
-                return await _count(runtime, col(Task.status).in_(["queued", "generating"])) == 0
+                return await _count(runtime, Task, col(Task.status).in_(ACTIVE_STATUSES)) == 0
 
-            await eventually(all_finished, within_s=45, interval_s=0.25, what="every task")
-        took = time.monotonic() - started
-        succeeded = await _count(runtime, col(Task.status) == TaskStatus.SUCCESS.value)
-        async with runtime.sessions() as session:
-            settled = await session.scalar(
-                select(func.count())
-                .select_from(LedgerEntry)
-                .where(col(LedgerEntry.kind) == LedgerKind.SETTLE.value)
+            await eventually(
+                all_finished, within_s=(POLLS + 3) * BACKOFF_S, interval_s=0.5, what="all tasks"
             )
-            stored = await session.scalar(select(func.count()).select_from(MediaFile))
-    polls = dict(slow_ark.polls)
-    print(f"\n{TASKS} tasks, {sum(len(p) for p in polls.values())} polls in {took:.1f} s")
+        succeeded = await _count(runtime, Task, col(Task.status) == TaskStatus.SUCCESS.value)
+        settled = await _count(
+            runtime, LedgerEntry, col(LedgerEntry.kind) == LedgerKind.SETTLE.value
+        )
+        stored = await _count(runtime, MediaFile)
     assert (succeeded, settled, stored) == (TASKS, TASKS, TASKS)
-    # Each task was polled exactly as often as its upstream needed: none twice at once.
-    assert sorted({len(p) for p in polls.values()}) == [POLLS]
-    assert len(polls) == TASKS
-    late = _late_polls(polls, due_at_ms)
-    assert not late, f"{len(late)} polls late, e.g. {late[:5]}"
+    polls = dict(slow_ark.polls)
+    # Each upstream task was polled exactly as often as it took to finish: none twice at once.
+    assert {upstream_id: len(p) for upstream_id, p in polls.items()} == expected
+    waits = _waits(polls, answered)
+    # Never sooner than the backoff (the upstream is not hammered), never later than twice it.
+    every = itertools.chain.from_iterable(waits)
+    off = [w for w in every if not BACKOFF_S - CLOCK_SLACK_S <= w <= 2 * BACKOFF_S]
+    assert not off, f"{len(off)} polls off time ({_summary(waits)})"
