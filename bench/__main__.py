@@ -28,7 +28,7 @@ import psycopg
 import redis
 from rich.console import Console
 
-from bench import callbacks, db, gengate, loadgen, report
+from bench import callbacks, db, gengate, loadgen, polls, report
 from bench.gengate import Gengate
 from bench.servers import BenchError, Server, running
 
@@ -95,6 +95,13 @@ def start_gengate_api(bench: Bench) -> AbstractContextManager[Server]:
 def start_gengate_callbacks(bench: Bench) -> Iterator[Server]:
     with callbacks.serve_api(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
         bench.gengates["gengate-callbacks"] = prepared
+        yield server
+
+
+@contextmanager
+def start_gengate_polls(bench: Bench) -> Iterator[Server]:
+    with polls.serve_fake(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
+        bench.gengates["gengate-polls"] = prepared
         yield server
 
 
@@ -189,6 +196,10 @@ def callbacks_at_once(bench: Bench, server: Server) -> dict[str, Any]:
     return callbacks.deliver_at_once(bench.gengates["gengate-callbacks"], server, LOG_DIR)
 
 
+def polls_sustained(bench: Bench, server: Server) -> dict[str, Any]:
+    return polls.sustain_polls(bench.gengates["gengate-polls"], server, bench.work, LOG_DIR)
+
+
 STAGES = [
     Stage(
         "baseline",
@@ -229,6 +240,17 @@ STAGES = [
                 "callbacks",
                 "callbacks: 1,000 tasks finishing at once, receiver answering after 1 s",
                 callbacks_at_once,
+            )
+        ],
+    ),
+    Stage(
+        "polls",
+        start_gengate_polls,
+        [
+            (
+                "polls",
+                "polls: one gengate worker, 10,000 tasks held upstream, answers after 50 ms",
+                polls_sustained,
             )
         ],
     ),
