@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging.config
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from app.core.config import Settings
 from app.core.logging import log_config
@@ -31,4 +33,15 @@ async def _main(settings: Settings, concurrency: int | None) -> None:
 
 def run_worker(settings: Settings, *, concurrency: int | None = None) -> None:
     logging.config.dictConfig(log_config(settings.log_level))
-    asyncio.run(_main(settings, concurrency))
+    run_loop(_main(settings, concurrency))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop where it is installed (it comes with uvicorn[standard] on
+    Linux and macOS; a worker spends much of its time in the loop), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        asyncio.run(main)
+        return
+    uvloop.run(main)
