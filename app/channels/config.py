@@ -124,10 +124,10 @@ def _parse(entry: Any, known: list[str], env: Mapping[str, str]) -> Channel:
     idempotent = entry.get("idempotent_submit")
     if idempotent is not None and not isinstance(idempotent, bool):
         raise ValueError("idempotent_submit must be true or false")
-    if idempotent and adapter != "kie":
+    if idempotent is not None and adapter != "kie":
         # Only a kie-style upstream can dedupe by our id (X-Request-Id); the others take no
         # client id at all, so vouching for them would let a crash pay the upstream twice.
-        raise ValueError("idempotent_submit = true is only for kie channels")
+        raise ValueError("idempotent_submit is only for kie channels")
     return Channel(
         name=name,
         adapter=adapter,

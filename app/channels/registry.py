@@ -33,7 +33,7 @@ log = logging.getLogger("gengate.channels")
 # The announce_after_commit topic of a canceled task an upstream holds (see cancel_soon).
 UPSTREAM_CANCEL = "upstream_cancel"
 
-# adapter -> (module, class) of its Provider; imported when a channel first needs it.
+# adapter -> (module, class) of its Provider; a module is imported only if a channel uses it.
 _ADAPTERS = {
     "openai": ("app.providers.openai_images", "OpenAIImagesProvider"),
     "kie": ("app.providers.kie", "KieProvider"),

@@ -70,6 +70,22 @@ weight = 3
         ),
         ('name = "a"\nadapter = "local"\nmodels = ["MODEL"]\nweight = 0', "weight must be"),
         ('adapter = "local"\nmodels = ["MODEL"]', "name is required"),
+        (
+            'name = "a"\nadapter = "local"\nmodels = ["MODEL"]\nidempotent_submit = false',
+            "idempotent_submit is only for kie channels",
+        ),
+        (
+            'name = "a"\nadapter = "local"\nmodels = ["MODEL"]\nparams = { prompt = 3 }',
+            "params must be a table of our input name",
+        ),
+        (
+            'name = "a"\nadapter = "local"\nmodels = ["MODEL"]\nrequest_timeout_seconds = 0',
+            "request_timeout_seconds must be a number of seconds above 0",
+        ),
+        (
+            'name = "a"\nadapter = "local"\nmodels = ["MODEL"]\nwebhook_secret_env = "K"',
+            "must hold a Standard Webhooks secret",
+        ),
     ],
 )
 def test_mistakes_name_the_channel_and_the_problem(tmp_path: Path, entry: str, words: str) -> None:
@@ -92,3 +108,35 @@ def test_duplicate_names_and_bad_toml_are_refused(tmp_path: Path) -> None:
     broken = _file(tmp_path, "[[channel]\n")
     with pytest.raises(ChannelError, match="not valid TOML"):
         load_channels(broken, model_ids=MODELS)
+
+
+def test_the_optional_keys_load(tmp_path: Path) -> None:
+    path = _file(
+        tmp_path,
+        f"""
+[[channel]]
+name = "behind"
+adapter = "kie"
+base_url = "https://gen.example"
+api_key_env = "K"
+models = ["{T2I}"]
+params = {{ input_urls = "image_urls" }}
+idempotent_submit = true
+poll_interval_seconds = 2.5
+request_timeout_seconds = 20
+webhook_secret_env = "W"
+"""
+        + LOCAL_REST,
+    )
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    (behind, _local) = load_channels(path, model_ids=MODELS, environ={"K": "x", "W": secret})
+    assert behind.upstream_input({"prompt": "p", "input_urls": ["u"]}) == {
+        "prompt": "p",
+        "image_urls": ["u"],
+    }
+    assert (behind.idempotent_submit, behind.poll_interval_s, behind.request_timeout_s) == (
+        True,
+        2.5,
+        20.0,
+    )
+    assert behind.webhook_secret == secret and secret not in repr(behind)
