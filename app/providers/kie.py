@@ -33,7 +33,10 @@ How upstream answers map to outcomes:
 |                                                 | message says so); one naming a field the       |
 |                                                 | channel sets (`model`, `callBackUrl`,          |
 |                                                 | `X-Request-Id`) is the channel's:              |
-|                                                 | `provider_error`, `channel_fault: config`      |
+|                                                 | `provider_error`, `channel_fault: config`;     |
+|                                                 | one naming an input URL field: we checked the  |
+|                                                 | URL, the upstream cannot use it:               |
+|                                                 | `input_unreachable` (refunded)                 |
 | 401, 403 (the channel's credential)             | `provider_error`, `channel_fault: auth`        |
 | 402 (the channel's upstream balance)            | `provider_error`, `channel_fault: quota`       |
 | 505 (the feature is disabled upstream)          | `provider_error`,                              |
@@ -132,6 +135,8 @@ _CONTENT_POLICY = re.compile(
 )
 # Fields the channel sets, not the caller: a refusal naming one is the operator's to fix.
 _CHANNEL_FIELDS = frozenset({"model", "callBackUrl", "callbackUrl", "X-Request-Id"})
+# An input that carries URLs (input_urls, image_urls, reference_image_urls, input_urls[0]...).
+_URL_FIELD = re.compile(r"^\w*_urls?(\[\d+\])?$")
 _UNKNOWN_MODEL = re.compile(
     r"model\b.{0,40}\b(not supported|not found|does not exist|unknown|invalid)"
     r"|(unknown|unsupported|invalid) model",
@@ -267,6 +272,12 @@ class KieProvider:
                 return self._channel_fault("config", code, message)
             if isinstance(field, str):
                 details["field"] = field
+            if _URL_FIELD.match(str(field or "")):
+                # We checked the URL before accepting the task; the upstream cannot use it
+                # (it cannot reach it, or refuses its address): refunded, not the caller's.
+                return Failed(
+                    "input_unreachable", "the provider could not use an input URL" + suffix, details
+                )
             if _CONTENT_POLICY.search(message):
                 return Failed(
                     "content_policy",

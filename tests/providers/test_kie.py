@@ -513,6 +513,19 @@ async def test_a_refusal_of_what_the_channel_sets_is_the_channels_fault(
     assert outcome.details == {"channel_fault": "config", "upstream_code": 422}
 
 
+@pytest.mark.parametrize("field", ["input_urls", "input_urls[0]", "image_urls"])
+async def test_an_input_url_the_upstream_cannot_use_is_refunded_not_charged(
+    fake: FakeKie, provider: KieProvider, field: str
+) -> None:
+    msg = f"{field} is not allowed: address 127.0.0.1 is loopback"
+    fake.fail_next(_canned(400, msg, in_body=False, endpoint="createTask", data={"field": field}))
+
+    outcome = await provider.submit(image_job(), report=no_progress)
+
+    assert isinstance(outcome, Failed) and outcome.code == "input_unreachable"
+    assert msg in outcome.message
+
+
 async def test_a_wrong_key_is_the_channels_fault_on_submit_and_poll(
     fake: FakeKie, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
