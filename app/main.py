@@ -13,7 +13,7 @@ from starlette.routing import Route
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.api.routes import account, files, health, jobs, keys, media, models, upstream
+from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
 from app.jobs.worker import Worker
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         files.router,
         media.router,
         upstream.router,
+        v1.router,
     ):
         app.include_router(router)
     # An exact route, not a mount: a mount at /api/mcp would redirect POST /api/mcp.

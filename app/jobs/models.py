@@ -41,6 +41,11 @@ class Task(SQLModel, table=True):
         Index("ix_task_key_status", "api_key_id", "status"),
         Index("ix_task_account_created", "account_id", "created_at"),
         Index("ix_task_upstream", "upstream_id"),
+        # The /v1/tasks history: newest first, alone or filtered by model or status.
+        Index("ix_task_key_created", "api_key_id", "created_at", "id"),
+        Index("ix_task_key_model_created", "api_key_id", "model", "created_at", "id"),
+        Index("ix_task_key_status_created", "api_key_id", "status", "created_at", "id"),
+        Index("ix_task_parent", "parent_task_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -75,3 +80,10 @@ class Task(SQLModel, table=True):
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     started_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     completed_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # The named style applied at creation (/v1/imagine); None when none was.
+    style: str | None = Field(default=None, max_length=100)
+    # Lineage of a /v1/reimagine task: its source task, the action and the source's asset
+    # index (1-based); all None for a task created directly.
+    parent_task_id: str | None = Field(default=None, max_length=40)
+    action: str | None = Field(default=None, max_length=16)
+    source_index: int | None = Field(default=None)
