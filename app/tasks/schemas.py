@@ -64,8 +64,8 @@ class AssetRead(PublicModel):
     index: int = Field(description="1-based place among the task's assets")
     url: str = Field(description="Signed download URL; it expires, ask again for a fresh one")
     content_type: str
-    width: int | None
-    height: int | None
+    width: int | None = Field(description="Pixels, for images and video; else null")
+    height: int | None = Field(description="Pixels, for images and video; else null")
     duration: float | None = Field(description="Seconds, for audio and video; else null")
     bytes: int
     sha256: str

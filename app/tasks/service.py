@@ -78,12 +78,20 @@ async def list_tasks(
             f"pageSize must be an integer from 1 to {PAGE_SIZE_MAX}", field="pageSize"
         )
     offset = (page - 1) * page_size
-    stmt = (
-        select(Task)
+    # The page's ids first, from the index alone, then only those rows: a deep page skips
+    # index entries, not table rows.
+    ids = (
+        select(col(Task.id), col(Task.created_at))
         .where(*filters)
         .order_by(col(Task.created_at).desc(), col(Task.id).desc())
         .offset(offset)
         .limit(page_size)
+        .subquery()
+    )
+    stmt = (
+        select(Task)
+        .join(ids, col(Task.id) == ids.c.id)
+        .order_by(ids.c.created_at.desc(), ids.c.id.desc())
     )
     tasks = list((await session.scalars(stmt)).all())
     total, estimate = await _total(

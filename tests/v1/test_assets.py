@@ -4,6 +4,7 @@ import hashlib
 import io
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from PIL import Image
 
@@ -62,3 +63,23 @@ async def test_an_upload_is_not_an_asset(client: httpx.AsyncClient, customer: Cu
     upload_id = uploaded.json()["data"]["id"]
     response = await client.get(f"/v1/assets/{upload_id}", headers=customer.headers)
     assert (response.status_code, response.json()) == (404, {"message": "asset not found"})
+
+
+async def test_a_video_asset_has_its_duration_and_frame_size(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    customer = await make_customer(runtime_of(app))
+    body = {
+        "model": "seedance-2.0-text-to-video",
+        "input": {"prompt": "waves", "resolution": "480p", "duration": "5"},
+    }
+    task_id = await create_task(client, customer, body)
+    assert (await wait_for_terminal(client, customer.headers, task_id))["state"] == "success"
+    item = (await client.get(f"/v1/tasks/{task_id}", headers=customer.headers)).json()
+    assert item["status"] == 2
+    (asset_id,) = item["response"]["assets"]
+    asset = (await client.get(f"/v1/assets/{asset_id}", headers=customer.headers)).json()
+    assert asset["contentType"] == "video/mp4"
+    # A video knows its frame size too: 480p at the default 16:9.
+    assert asset["height"] == 480 and abs(asset["width"] / 480 - 16 / 9) < 0.02
+    assert asset["duration"] == pytest.approx(5, abs=0.5)
