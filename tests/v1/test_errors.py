@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from app.api.routes import v1
 from app.core.config import Settings, TierLimits
+from app.core.errors import OUTAGE_RETRY_AFTER_S, ServiceUnavailable
 from app.keys.scopes import Scope
 from tests.conftest import Customer, make_customer
 from tests.support.apps import running_app, runtime_of
@@ -105,3 +106,16 @@ async def test_the_jobs_surface_keeps_its_envelope(client: httpx.AsyncClient) ->
     body = response.json()
     assert (body["code"], body["msg"]) == (401, "authentication failed")
     assert body["data"]["error"] == "authentication failed"
+
+
+async def test_an_outage_is_a_503_message_with_retry_after(
+    client: httpx.AsyncClient, customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(*_args: object, **_kwargs: object) -> None:
+        raise ServiceUnavailable()
+
+    monkeypatch.setattr(v1, "read_task", unavailable)
+    response = await client.get("/v1/tasks/task_x", headers=customer.headers)
+    assert response.status_code == 503
+    assert response.json() == {"message": "service temporarily unavailable"}
+    assert response.headers["Retry-After"] == str(OUTAGE_RETRY_AFTER_S)
