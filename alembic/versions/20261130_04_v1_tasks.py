@@ -18,10 +18,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Each serves one filter of GET /v1/tasks in its newest-first order, so a page and its
-# capped count read one index range of the key's tasks, whatever the key's history.
+# capped count read one index range of the key's tasks, whatever the key's history. The
+# model index carries status last, so model + status is counted from the index alone.
 _HISTORY_INDEXES = {
     "ix_task_key_created": ["api_key_id", "created_at", "id"],
-    "ix_task_key_model_created": ["api_key_id", "model", "created_at", "id"],
+    "ix_task_key_model_created": ["api_key_id", "model", "created_at", "id", "status"],
     "ix_task_key_status_created": ["api_key_id", "status", "created_at", "id"],
 }
 

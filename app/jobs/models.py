@@ -43,7 +43,7 @@ class Task(SQLModel, table=True):
         Index("ix_task_upstream", "upstream_id"),
         # The /v1/tasks history: newest first, alone or filtered by model or status.
         Index("ix_task_key_created", "api_key_id", "created_at", "id"),
-        Index("ix_task_key_model_created", "api_key_id", "model", "created_at", "id"),
+        Index("ix_task_key_model_created", "api_key_id", "model", "created_at", "id", "status"),
         Index("ix_task_key_status_created", "api_key_id", "status", "created_at", "id"),
         Index("ix_task_parent", "parent_task_id"),
     )
