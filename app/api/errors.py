@@ -101,6 +101,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(400, {"error": message, "field": "body"})
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
+    if request.url.path.startswith("/v1/"):
+        # No /v1 route matched, so its route class never ran: the seed's shape from here.
+        return _ErrorJSONResponse({"message": message}, exc.status_code, headers)
     return error_response(exc.status_code, {"error": message}, headers)
 
 

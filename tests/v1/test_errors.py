@@ -119,3 +119,15 @@ async def test_an_outage_is_a_503_message_with_retry_after(
     assert response.status_code == 503
     assert response.json() == {"message": "service temporarily unavailable"}
     assert response.headers["Retry-After"] == str(OUTAGE_RETRY_AFTER_S)
+
+
+async def test_an_unknown_v1_path_or_method_answers_in_the_seeds_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.get("/v1/nothing-here")
+    assert (missing.status_code, missing.json()) == (404, {"message": "not found"})
+    wrong = await client.delete("/v1/tasks")
+    assert (wrong.status_code, wrong.json()) == (405, {"message": "method not allowed"})
+    assert wrong.headers["allow"] == "GET"
+    elsewhere = await client.get("/api/v1/nothing-here")
+    assert elsewhere.json()["code"] == 404  # the jobs surface keeps its envelope
