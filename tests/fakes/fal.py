@@ -43,19 +43,17 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from app.providers.local_render import render_text_to_image
 from app.providers.local_video import render_video
+from tests.fakes.serving import Answer, Request, serving, wait_for_interrupt
 
 FILES_PATH = "/files/"
 DEFAULT_KEY = "fal-fake-key-id:0123456789abcdef"
 NAMESPACES = ("workflows", "comfy")
-DROP = 0  # the status `handle` gives for "close the connection without answering"
 
 Route = Literal["submit", "status", "result", "cancel", "file", "other"]
 
@@ -93,18 +91,6 @@ class Canned:
     # Which requests it applies to (None for any), and whether the real handler runs first.
     on: Route | None = None
     create: bool = False
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -156,7 +142,7 @@ class FakeFal:
 
     # --- protocol -----------------------------------------------------------------------
 
-    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, request: Request) -> Answer | None:
         route = _route(request)
         with self._lock:
             self.requests.append(request)
@@ -168,11 +154,11 @@ class FakeFal:
                 self._release.wait()
                 return _json(500, {"detail": "Internal Server Error"})
             if canned.reset:
-                return DROP, {}, b""
+                return None  # close the connection without answering
             return canned.status, canned.headers, canned.body
         return self._dispatch(request, route)
 
-    def _dispatch(self, request: Request, route: Route) -> tuple[int, dict[str, str], bytes]:
+    def _dispatch(self, request: Request, route: Route) -> Answer:
         if route == "file":
             return self._file(request)
         if request.headers.get("authorization") != f"Key {self.api_key}":
@@ -201,7 +187,7 @@ class FakeFal:
                 return canned
         return None
 
-    def _submit(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _submit(self, request: Request) -> Answer:
         model = request.path.strip("/")
         try:
             body = request.json()
@@ -244,7 +230,7 @@ class FakeFal:
             "cancel_url": base + "/cancel",
         }
 
-    def _status(self, queued: FakeRequest, *, with_logs: bool) -> tuple[int, dict[str, str], bytes]:
+    def _status(self, queued: FakeRequest, *, with_logs: bool) -> Answer:
         if queued.script.run_s is None:
             self._advance(queued)
         answer: dict[str, Any] = {
@@ -319,7 +305,7 @@ class FakeFal:
             logs.append(_log(f"{percent:3d}%|####      | {percent * 28 // 100}/28 [00:01<00:02]"))
         return logs
 
-    def _result(self, queued: FakeRequest) -> tuple[int, dict[str, str], bytes]:
+    def _result(self, queued: FakeRequest) -> Answer:
         if queued.status != "COMPLETED":
             return _json(400, {"detail": "Request is still in progress"})
         script = queued.script
@@ -381,7 +367,7 @@ class FakeFal:
             "prompt": queued.input.get("prompt"),
         }
 
-    def _cancel(self, queued: FakeRequest) -> tuple[int, dict[str, str], bytes]:
+    def _cancel(self, queued: FakeRequest) -> Answer:
         if queued.status == "COMPLETED":
             return _json(400, {"status": "ALREADY_COMPLETED"})
         if queued.status == "IN_QUEUE":
@@ -390,7 +376,7 @@ class FakeFal:
             queued.cancel_requested = True
         return _json(202, {"status": "CANCELLATION_REQUESTED"})
 
-    def _file(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _file(self, request: Request) -> Answer:
         name = request.path.removeprefix(FILES_PATH)
         with self._lock:
             stored = self.files.get(name)
@@ -448,7 +434,7 @@ def _log(message: str) -> dict[str, str]:
     return {"message": message, "level": "INFO", "source": "user", "timestamp": "2025-01-01"}
 
 
-def _json(status: int, body: Any) -> tuple[int, dict[str, str], bytes]:
+def _json(status: int, body: Any) -> Answer:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
@@ -464,52 +450,12 @@ def running_fal(
     """The fake on `host`, with its `base_url` set; stopped (and hangs released) on exit."""
     fake = FakeFal(api_key)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            parts = urlsplit(self.path)
-            request = Request(
-                self.command,
-                parts.path,
-                {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                {k.lower(): v for k, v in self.headers.items()},
-                self.rfile.read(length) if length else b"",
-            )
-            status, headers, body = fake.handle(request)
-            if status == DROP:
-                self.close_connection = True
-                return
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up waiting
-
-        do_GET = do_POST = do_PUT = _serve
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    fake.base_url = f"http://{host}:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(fake.handle, host=host, port=port) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.release()
 
 
 def main() -> None:
@@ -519,9 +465,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=DEFAULT_KEY)
     args = parser.parse_args()
     with running_fal(args.api_key, host=args.host, port=args.port) as fake:
-        print(f"fake fal queue at {fake.base_url}", flush=True)
-        with suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        wait_for_interrupt("fake fal queue", fake.base_url)
 
 
 if __name__ == "__main__":

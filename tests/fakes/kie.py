@@ -34,19 +34,17 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from app.providers.local_render import render_text_to_image
 from app.providers.local_video import render_video
+from tests.fakes.serving import Answer, Request, serving, wait_for_interrupt
 
 JOBS_PATH = "/api/v1/jobs"
 FILES_PATH = "/files/"
 DEFAULT_KEY = "kie-fake-key-0123456789"
-
-Answer = tuple[int, dict[str, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -80,22 +78,6 @@ class Canned:
     drop: bool = False
     # Which endpoint it answers: "createTask", "recordInfo", "cancel"; None for any.
     endpoint: str | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def endpoint(self) -> str:
-        return self.path.removeprefix(JOBS_PATH + "/")
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -162,7 +144,7 @@ class FakeKie:
                 answer.read()
 
     def on(self, endpoint: str) -> list[Request]:
-        return [r for r in self.requests if r.endpoint == endpoint]
+        return [r for r in self.requests if _endpoint(r) == endpoint]
 
     # --- protocol -----------------------------------------------------------------------
 
@@ -170,7 +152,7 @@ class FakeKie:
         """The answer to send; None drops the connection without one."""
         with self._lock:
             self.requests.append(request)
-            canned = self._take_canned(request.endpoint)
+            canned = self._take_canned(_endpoint(request))
         if canned is not None:
             if canned.hang:
                 self._release.wait()
@@ -182,7 +164,7 @@ class FakeKie:
             return self._file(request)
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._auth_refusal(request)
-        route = (request.method, request.endpoint)
+        route = (request.method, _endpoint(request))
         if route == ("POST", "createTask"):
             return self._create(request)
         if route == ("GET", "recordInfo"):
@@ -332,6 +314,11 @@ class FakeKie:
         return 200, {"Content-Type": content_type}, data
 
 
+def _endpoint(request: Request) -> str:
+    """createTask, recordInfo or cancel: the last part of a jobs API path."""
+    return request.path.removeprefix(JOBS_PATH + "/")
+
+
 def envelope(code: int, msg: str, data: Any = None) -> bytes:
     """An answer body in the jobs API's envelope, for canned answers."""
     return json.dumps({"code": code, "msg": msg, "data": data}).encode()
@@ -353,53 +340,12 @@ def running_kie(
     """The fake on `host`, with its `base_url` set; stopped (and hangs released) on exit."""
     fake = FakeKie(api_key, dedupes=dedupes, has_cancel=has_cancel)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            parts = urllib.parse.urlsplit(self.path)
-            request = Request(
-                self.command,
-                parts.path,
-                dict(urllib.parse.parse_qsl(parts.query)),
-                {k.lower(): v for k, v in self.headers.items()},
-                self.rfile.read(length) if length else b"",
-            )
-            answer = fake.handle(request)
-            if answer is None:
-                self.close_connection = True
-                return
-            status, headers, body = answer
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up waiting
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    fake.base_url = f"http://{host}:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(fake.handle, host=host, port=port) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.release()
 
 
 def main() -> None:
@@ -417,9 +363,7 @@ def main() -> None:
         dedupes=args.dedupes,
         has_cancel=not args.no_cancel,
     ) as fake:
-        print(f"fake kie at {fake.base_url}", flush=True)
-        with suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        wait_for_interrupt("fake kie", fake.base_url)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from app.providers.local_video import render_video
+from tests.fakes.serving import Answer, Request, serving, wait_for_interrupt
 
 TASKS_PATH = "/api/v3/contents/generations/tasks"
 FILES_PATH = "/files/"
@@ -63,17 +63,6 @@ class Canned:
     hang: bool = False
     # Which requests it applies to: a method ("POST", "GET", "DELETE"); None for any.
     method: str | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -118,7 +107,7 @@ class FakeModelArk:
 
     # --- protocol -----------------------------------------------------------------------
 
-    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, request: Request) -> Answer:
         with self._lock:
             self.requests.append(request)
             canned = self._take_canned(request.method)
@@ -148,12 +137,12 @@ class FakeModelArk:
                 return canned
         return None
 
-    def _auth_refusal(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _auth_refusal(self, request: Request) -> Answer:
         # Real upstreams echo (part of) a wrong key; the adapter must not pass it on.
         sent = request.headers.get("authorization", "").removeprefix("Bearer ")
         return _error(401, "AuthenticationError", f"the API key {sent} is invalid")
 
-    def _create(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _create(self, request: Request) -> Answer:
         try:
             body = request.json()
         except ValueError:
@@ -165,7 +154,7 @@ class FakeModelArk:
             self.tasks[task.id] = task
         return _json(200, {"id": task.id})
 
-    def _get(self, task_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _get(self, task_id: str) -> Answer:
         with self._lock:
             task = self.tasks.get(task_id)
             if task is None:
@@ -213,7 +202,7 @@ class FakeModelArk:
             answer["error"] = {"code": task.script.error_code, "message": task.script.error_message}
         return answer
 
-    def _delete(self, task_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _delete(self, task_id: str) -> Answer:
         with self._lock:
             task = self.tasks.get(task_id)
             if task is None:
@@ -228,7 +217,7 @@ class FakeModelArk:
             del self.tasks[task_id]
             return _json(200, {})
 
-    def _file(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _file(self, request: Request) -> Answer:
         name = request.path.removeprefix(FILES_PATH).split("?", 1)[0]
         with self._lock:
             data = self.videos.get(name.removesuffix(".mp4"))
@@ -237,11 +226,11 @@ class FakeModelArk:
         return 200, {"Content-Type": "video/mp4"}, data
 
 
-def _json(status: int, body: Any) -> tuple[int, dict[str, str], bytes]:
+def _json(status: int, body: Any) -> Answer:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+def _error(status: int, code: str, message: str) -> Answer:
     return _json(status, {"error": {"code": code, "message": message, "type": "BadRequest"}})
 
 
@@ -257,47 +246,12 @@ def running_modelark(
     """The fake on `host`, with its `base_url` set; stopped (and hangs released) on exit."""
     fake = FakeModelArk(api_key)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = Request(
-                self.command,
-                self.path.split("?", 1)[0],
-                {k.lower(): v for k, v in self.headers.items()},
-                self.rfile.read(length) if length else b"",
-            )
-            status, headers, body = fake.handle(request)
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up waiting
-
-        do_GET = do_POST = do_DELETE = _serve
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    fake.base_url = f"http://{host}:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(fake.handle, host=host, port=port) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.release()
 
 
 def main() -> None:
@@ -307,9 +261,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=DEFAULT_KEY)
     args = parser.parse_args()
     with running_modelark(args.api_key, host=args.host, port=args.port) as fake:
-        print(f"fake ModelArk at {fake.base_url}", flush=True)
-        with suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        wait_for_interrupt("fake ModelArk", fake.base_url)
 
 
 if __name__ == "__main__":

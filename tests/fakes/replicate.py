@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -49,6 +48,7 @@ from standardwebhooks import Webhook
 
 from app.providers.local_render import render_text_to_image
 from app.providers.local_video import render_video
+from tests.fakes.serving import Answer, Request, serving, wait_for_interrupt
 
 API = "/v1"
 FILES_PATH = "/files/"
@@ -96,17 +96,6 @@ class Canned:
     drop: bool = False  # close the connection without an answer (a reset after the body)
     # Which requests it applies to: a method ("POST", "GET"); None for any.
     method: str | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -174,7 +163,7 @@ class FakeReplicate:
 
     # --- protocol -----------------------------------------------------------------------
 
-    def handle(self, request: Request) -> tuple[int, dict[str, str], bytes] | None:
+    def handle(self, request: Request) -> Answer | None:
         """The answer to one request; None: drop the connection without one."""
         with self._lock:
             self.requests.append(request)
@@ -209,12 +198,12 @@ class FakeReplicate:
                 return canned
         return None
 
-    def _auth_refusal(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _auth_refusal(self, request: Request) -> Answer:
         # Upstreams may echo (part of) a wrong token; the adapter must not pass it on.
         sent = request.headers.get("authorization", "").removeprefix("Bearer ")
         return _problem(401, "Unauthenticated", f"Token {sent} is not a valid token")
 
-    def _create(self, request: Request, *, model: str | None) -> tuple[int, dict[str, str], bytes]:
+    def _create(self, request: Request, *, model: str | None) -> Answer:
         try:
             body = request.json()
         except ValueError:
@@ -269,7 +258,7 @@ class FakeReplicate:
             if prediction is not None and prediction.status not in _FINAL:
                 self._end(prediction)
 
-    def _get(self, prediction_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _get(self, prediction_id: str) -> Answer:
         with self._lock:
             prediction = self.predictions.get(prediction_id)
             if prediction is None:
@@ -277,7 +266,7 @@ class FakeReplicate:
             self._advance(prediction)
             return _json(200, self._describe(prediction))
 
-    def _cancel(self, prediction_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _cancel(self, prediction_id: str) -> Answer:
         with self._lock:
             prediction = self.predictions.get(prediction_id)
             if prediction is None:
@@ -370,7 +359,7 @@ class FakeReplicate:
         with self._lock:
             self.webhooks.append(WebhookCall(url, status, body))
 
-    def _file(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+    def _file(self, request: Request) -> Answer:
         name = request.path.removeprefix(FILES_PATH)
         with self._lock:
             data = self.files.get(name)
@@ -386,7 +375,7 @@ def _render(media: str, prompt: str) -> bytes:
     return render_text_to_image(prompt, width=32, height=32, output_format="png")
 
 
-def _invalid_input(value: object) -> tuple[int, dict[str, str], bytes] | None:
+def _invalid_input(value: object) -> Answer | None:
     """This fake's model needs a `prompt`, as most text-to-image models do."""
     if isinstance(value, dict) and isinstance(value.get("prompt"), str) and value["prompt"]:
         return None
@@ -408,13 +397,11 @@ def _now() -> str:
     return datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _json(status: int, body: Any) -> tuple[int, dict[str, str], bytes]:
+def _json(status: int, body: Any) -> Answer:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
-def _problem(
-    status: int, title: str, detail: str, **extra: Any
-) -> tuple[int, dict[str, str], bytes]:
+def _problem(status: int, title: str, detail: str, **extra: Any) -> Answer:
     body = {"title": title, "detail": detail, "status": status, **extra}
     return status, {"Content-Type": "application/problem+json"}, json.dumps(body).encode()
 
@@ -431,51 +418,12 @@ def running_replicate(
     """The fake on `host`, with its `base_url` set; stopped (and hangs released) on exit."""
     fake = FakeReplicate(api_key)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = Request(
-                self.command,
-                self.path.split("?", 1)[0],
-                {k.lower(): v for k, v in self.headers.items()},
-                self.rfile.read(length) if length else b"",
-            )
-            answer = fake.handle(request)
-            if answer is None:
-                self.close_connection = True
-                return
-            status, headers, body = answer
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the client gave up waiting
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    fake.base_url = f"http://{host}:{server.server_address[1]}"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(fake.handle, host=host, port=port) as base_url:
+        fake.base_url = base_url
+        try:
+            yield fake
+        finally:
+            fake.stop()
 
 
 def main() -> None:
@@ -485,9 +433,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=DEFAULT_KEY)
     args = parser.parse_args()
     with running_replicate(args.api_key, host=args.host, port=args.port) as fake:
-        print(f"fake Replicate at {fake.base_url}", flush=True)
-        with suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        wait_for_interrupt("fake Replicate", fake.base_url)
 
 
 if __name__ == "__main__":

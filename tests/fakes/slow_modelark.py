@@ -31,6 +31,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -40,9 +41,9 @@ from tests.fakes.modelark import (
     TASKS_PATH,
     FakeModelArk,
     FakeTask,
-    Request,
     Script,
 )
+from tests.fakes.serving import Request
 
 STATS_PATH = "/fake/stats"
 DEFAULT_DELAY_S = 0.05
@@ -135,7 +136,8 @@ async def _connection(
             }
             length = int(headers.get("content-length") or 0)
             body = await reader.readexactly(length) if length else b""
-            request = Request(method, target.split("?", 1)[0], headers, body)
+            path, _, query = target.partition("?")
+            request = Request(method, path, dict(urllib.parse.parse_qsl(query)), headers, body)
             status, extra, payload = await fake.serve(request)
             closing = headers.get("connection", "").lower() == "close"
             head_lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
