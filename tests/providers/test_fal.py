@@ -24,6 +24,8 @@ from app.providers.base import (
 from app.providers.fal import FalProvider, app_id, media_files
 from app.providers.local_render import probe_media, render_text_to_image
 from tests.fakes.fal import Canned, FakeFal, Script, detail_body, running_fal
+from tests.providers import support
+from tests.providers.support import no_progress
 from tests.support.apps import eventually
 from tests.support.receiver import receiving
 from tests.support.server import free_port
@@ -74,23 +76,12 @@ def image_job(polls: int = 0, **params: Any) -> ProviderJob:
     )
 
 
-async def no_progress(_progress: int) -> None:
-    return None
-
-
 async def submitted(provider: FalProvider, job: ProviderJob | None = None) -> Pending:
-    outcome = await provider.submit(job or image_job(), report=no_progress)
-    assert isinstance(outcome, Pending), outcome
-    return outcome
+    return await support.submitted(provider, job or image_job())
 
 
 async def poll_to_end(provider: FalProvider, upstream_id: str) -> Outcome:
-    """Poll until the request leaves Pending; the fake finishes within a few polls."""
-    for _ in range(10):
-        outcome = await provider.poll(image_job(), upstream_id)
-        if not isinstance(outcome, Pending):
-            return outcome
-    raise AssertionError("the request was still pending after 10 polls")
+    return await support.poll_to_end(provider, image_job(), upstream_id)
 
 
 async def finished_with(fake: FakeFal, provider: FalProvider, script: Script) -> Outcome:

@@ -29,6 +29,7 @@ from app.providers.base import (
 from app.providers.kie import KieProvider
 from app.providers.local_render import probe_media
 from tests.fakes.kie import Canned, FakeKie, Script, envelope, running_kie
+from tests.providers.support import no_progress, poll_to_end, submitted
 from tests.support.receiver import receiving
 from tests.support.server import free_port, wait_until
 
@@ -70,25 +71,6 @@ def image_job(task_id: str = "task_0193a0b1c2d3e4f5a6b7c8d9", **params: Any) -> 
         input={"prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", **params},
         attempt=1,
     )
-
-
-async def no_progress(_progress: int) -> None:
-    return None
-
-
-async def submitted(provider: KieProvider, job: ProviderJob) -> Pending:
-    outcome = await provider.submit(job, report=no_progress)
-    assert isinstance(outcome, Pending), outcome
-    return outcome
-
-
-async def poll_to_end(provider: KieProvider, job: ProviderJob, upstream_id: str) -> Outcome:
-    """Poll until the task leaves Pending; the fake finishes within a few polls."""
-    for _ in range(10):
-        outcome = await provider.poll(job, upstream_id)
-        if not isinstance(outcome, Pending):
-            return outcome
-    raise AssertionError("the task was still pending after 10 polls")
 
 
 async def finished_with(fake: FakeKie, provider: KieProvider, script: Script) -> Outcome:

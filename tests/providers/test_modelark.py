@@ -23,6 +23,7 @@ from app.providers.base import (
 )
 from app.providers.modelark import ModelArkProvider
 from tests.fakes.modelark import Canned, FakeModelArk, Script, error_body, running_modelark
+from tests.providers.support import no_progress, poll_to_end, submitted
 from tests.support.server import free_port
 
 KEY = "ark-secret-key-7f3c9a1e5b"
@@ -66,25 +67,6 @@ def video_job(**params: Any) -> ProviderJob:
         input={"prompt": "a red kite over the sea", **params},
         attempt=1,
     )
-
-
-async def no_progress(_progress: int) -> None:
-    return None
-
-
-async def submitted(provider: ModelArkProvider, job: ProviderJob) -> Pending:
-    outcome = await provider.submit(job, report=no_progress)
-    assert isinstance(outcome, Pending), outcome
-    return outcome
-
-
-async def poll_to_end(provider: ModelArkProvider, job: ProviderJob, upstream_id: str) -> Outcome:
-    """Poll until the task leaves Pending; the fake finishes within a few polls."""
-    for _ in range(10):
-        outcome = await provider.poll(job, upstream_id)
-        if not isinstance(outcome, Pending):
-            return outcome
-    raise AssertionError("the task was still pending after 10 polls")
 
 
 async def finished_with(fake: FakeModelArk, provider: ModelArkProvider, script: Script) -> Outcome:

@@ -34,6 +34,7 @@ from tests.fakes.replicate import (
     problem_body,
     running_replicate,
 )
+from tests.providers.support import no_progress, poll_to_end, submitted
 from tests.support.apps import eventually
 from tests.support.receiver import receiving
 from tests.support.server import free_port
@@ -100,25 +101,6 @@ def video_job(**params: Any) -> ProviderJob:
         input={"prompt": "waves on a pier", **params},
         attempt=1,
     )
-
-
-async def no_progress(_progress: int) -> None:
-    return None
-
-
-async def submitted(provider: ReplicateProvider, job: ProviderJob) -> Pending:
-    outcome = await provider.submit(job, report=no_progress)
-    assert isinstance(outcome, Pending), outcome
-    return outcome
-
-
-async def poll_to_end(provider: ReplicateProvider, job: ProviderJob, upstream_id: str) -> Outcome:
-    """Poll until the prediction leaves Pending; the fake ends it within a few polls."""
-    for _ in range(10):
-        outcome = await provider.poll(job, upstream_id)
-        if not isinstance(outcome, Pending):
-            return outcome
-    raise AssertionError("the prediction was still pending after 10 polls")
 
 
 async def finished_with(
