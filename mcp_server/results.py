@@ -1,4 +1,4 @@
-"""Tool results in the seed's shape: pretty JSON text plus the same object structured."""
+"""Tool results in the seed's shape: pretty JSON text (or a summary) plus the object structured."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ def _text(payload: dict[str, Any]) -> TextContent:
     return TextContent(type="text", text=json.dumps(payload, indent=1, ensure_ascii=False))
 
 
-def success(model: BaseModel, extra: list[ContentBlock] | None = None) -> CallToolResult:
+def success(
+    model: BaseModel, extra: list[ContentBlock] | None = None, *, text: str | None = None
+) -> CallToolResult:
+    """`model` structured; as text its JSON, or `text` (a summary) where the JSON is long."""
     payload = model.model_dump(mode="json", by_alias=True)
+    first = _text(payload) if text is None else TextContent(type="text", text=text)
     return CallToolResult(
-        content=[_text(payload), *(extra or [])], structured_content=payload, is_error=False
+        content=[first, *(extra or [])], structured_content=payload, is_error=False
     )
 
 

@@ -20,9 +20,10 @@ from app.accounts.schemas import AccountRead
 from app.catalog.catalog import Catalog
 from app.core.config import Settings
 from app.core.names import unknown_field
-from app.jobs.schemas import EstimateRead, TaskCreated, TaskPage, TaskRead
+from app.jobs.schemas import EstimateRead, TaskCreated, TaskRead
+from app.tasks.schemas import TaskPage
 from app.uploads.schemas import UploadRead
-from mcp_server import results, tools, uploads
+from mcp_server import results, task_history, tools, uploads
 from mcp_server.arguments import media_properties, with_parameters
 from mcp_server.context import SENT_ARGUMENTS
 
@@ -108,28 +109,9 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
         ),
         ToolSpec(
             "list_tasks",
-            "List your tasks, newest first, with filters and pagination.",
-            tools.list_tasks_tool,
-            {
-                "model": {
-                    "type": "string",
-                    "enum": catalog.ids,
-                    "description": "Only this model's tasks",
-                },
-                "state": {
-                    "type": "string",
-                    "enum": ["waiting", "success", "fail"],
-                    "description": "Only tasks in this state",
-                },
-                "limit": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": 100,
-                    "default": 20,
-                    "description": "Page size",
-                },
-                "cursor": {"type": "string", "description": "nextCursor of the previous page"},
-            },
+            task_history.DESCRIPTION,
+            task_history.list_tasks_tool,
+            task_history.PROPERTIES,
             TaskPage,
         ),
         ToolSpec(

@@ -20,7 +20,7 @@ from app.core.errors import AppError, InvalidInput
 from app.core.text import check_text
 from app.jobs.schemas import TaskCreate, TaskCreated, TaskRead
 from app.jobs.service import cancel_task, check_request_id, create_task, estimate_task
-from app.jobs.views import describe_task, get_task, list_tasks, read_task, result_files
+from app.jobs.views import describe_task, get_task, read_task, result_files
 from app.media.thumbnails import make_thumbnail
 from mcp_server import results
 from mcp_server.context import Caller, caller_of, sent_arguments
@@ -34,16 +34,19 @@ class ModelList(BaseModel):
     models: list[ModelRead]
 
 
-async def _run(
-    ctx: Ctx, work: Callable[[AsyncSession, Caller], Awaitable[BaseModel]]
+async def run_tool(
+    ctx: Ctx, work: Callable[[AsyncSession, Caller], Awaitable[BaseModel | CallToolResult]]
 ) -> CallToolResult:
-    """One transaction per call; domain errors become `isError` results with their payload."""
+    """One transaction per call; domain errors become `isError` results with their payload.
+
+    `work` answers a model (sent as JSON text + structuredContent) or a result it shaped.
+    """
     caller = caller_of(ctx)
     try:
         async with caller.runtime.sessions() as session:
-            model = await work(session, caller)
+            answer = await work(session, caller)
             await session.commit()
-        return results.success(model)
+        return answer if isinstance(answer, CallToolResult) else results.success(answer)
     except AppError as exc:
         return results.failure(exc)
     except Exception as exc:
@@ -72,7 +75,17 @@ def _flag(args: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _string(args: dict[str, Any], name: str) -> str | None:
+def integer_argument(args: dict[str, Any], name: str, problem: str) -> int | None:
+    """An integer argument (not a boolean, not 2.0); `problem` is the refusal's text."""
+    value = args.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(problem, field=name)
+    return value
+
+
+def string_argument(args: dict[str, Any], name: str) -> str | None:
     value = args.get(name)
     if value is None:
         return None
@@ -81,7 +94,7 @@ def _string(args: dict[str, Any], name: str) -> str | None:
     return check_text(value, field=name)
 
 
-def _create_arguments(caller: Caller) -> tuple[dict[str, Any], str | None]:
+def create_arguments(caller: Caller) -> tuple[dict[str, Any], str | None]:
     """The generation arguments as sent (unknown ones included: the service refuses them),
     and the idempotency key: a `request_id` argument, else the X-Request-Id header."""
     args = _present(sent_arguments())
@@ -93,17 +106,17 @@ def _create_arguments(caller: Caller) -> tuple[dict[str, Any], str | None]:
 
 async def list_models(ctx: Ctx, **arguments: Any) -> CallToolResult:
     async def work(_session: AsyncSession, caller: Caller) -> BaseModel:
-        media_type = _string(arguments, "mediaType")
+        media_type = string_argument(arguments, "mediaType")
         models = caller.runtime.catalog.list(media_type)
         return ModelList(models=[ModelRead.of(m) for m in models])
 
-    return await _run(ctx, work)
+    return await run_tool(ctx, work)
 
 
 def _generate(media_type: Literal["image", "video"]) -> Callable[..., Any]:
     async def generate(ctx: Ctx, **arguments: Any) -> CallToolResult:
         async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-            args, request_id = _create_arguments(caller)
+            args, request_id = create_arguments(caller)
             spec = TaskCreate.from_arguments(args, media_type=media_type)
             created = await create_task(
                 session,
@@ -114,7 +127,7 @@ def _generate(media_type: Literal["image", "video"]) -> Callable[..., Any]:
             )
             return TaskCreated.of(created.task)
 
-        return await _run(ctx, work)
+        return await run_tool(ctx, work)
 
     return generate
 
@@ -125,13 +138,13 @@ generate_video = _generate("video")
 
 async def estimate_cost(ctx: Ctx, **arguments: Any) -> CallToolResult:
     async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-        args, _request_id = _create_arguments(caller)
+        args, _request_id = create_arguments(caller)
         spec = TaskCreate.from_arguments(args)
         return await estimate_task(
             session, runtime=caller.runtime, principal=caller.principal, spec=spec
         )
 
-    return await _run(ctx, work)
+    return await run_tool(ctx, work)
 
 
 async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
@@ -144,7 +157,7 @@ async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
                 session,
                 runtime=caller.runtime,
                 principal=caller.principal,
-                task_id=_string(arguments, "taskId"),
+                task_id=string_argument(arguments, "taskId"),
                 base_url=caller.base_url,
             )
             await session.commit()
@@ -223,40 +236,19 @@ async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> lis
     return blocks
 
 
-async def list_tasks_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
-    async def work(session: AsyncSession, caller: Caller) -> BaseModel:
-        limit = arguments.get("limit")
-        if limit is None:
-            limit = 20
-        elif isinstance(limit, bool) or not isinstance(limit, int):  # the range: list_tasks
-            raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
-        return await list_tasks(
-            session,
-            runtime=caller.runtime,
-            principal=caller.principal,
-            base_url=caller.base_url,
-            model=_string(arguments, "model"),
-            state=_string(arguments, "state"),
-            limit=limit,
-            cursor=_string(arguments, "cursor"),
-        )
-
-    return await _run(ctx, work)
-
-
 async def cancel_task_tool(ctx: Ctx, **arguments: Any) -> CallToolResult:
     async def work(session: AsyncSession, caller: Caller) -> BaseModel:
         task = await cancel_task(
             session,
             runtime=caller.runtime,
             principal=caller.principal,
-            task_id=_string(arguments, "taskId"),
+            task_id=string_argument(arguments, "taskId"),
         )
         return await describe_task(
             session, runtime=caller.runtime, task=task, base_url=caller.base_url
         )
 
-    return await _run(ctx, work)
+    return await run_tool(ctx, work)
 
 
 async def get_account(ctx: Ctx, **_arguments: Any) -> CallToolResult:
@@ -265,4 +257,4 @@ async def get_account(ctx: Ctx, **_arguments: Any) -> CallToolResult:
             session, settings=caller.runtime.settings, principal=caller.principal
         )
 
-    return await _run(ctx, work)
+    return await run_tool(ctx, work)

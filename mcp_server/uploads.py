@@ -10,9 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.uploads.service import ALLOWED_TYPES, MAX_FILENAME, create_upload, upload_from_base64
 from mcp_server.context import Caller
-
-# One transaction per call and the one error mapping every tool shares.
-from mcp_server.tools import Ctx, _run
+from mcp_server.tools import Ctx, run_tool
 
 DESCRIPTION = (
     "Upload an image (PNG, JPEG, WebP or GIF) given as base64, for use as an input: pass the "
@@ -54,4 +52,4 @@ async def upload_image(ctx: Ctx, **arguments: Any) -> CallToolResult:
             base_url=caller.base_url,
         )
 
-    return await _run(ctx, work)
+    return await run_tool(ctx, work)

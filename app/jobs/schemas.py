@@ -129,8 +129,3 @@ class EstimateRead(PublicModel):
     balance: int
     affordable: bool
     input: dict[str, Any]
-
-
-class TaskPage(PublicModel):
-    tasks: list[TaskRead]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page")

@@ -1,4 +1,4 @@
-"""Jobs, the reading side: one task (recordInfo), its result files, lists of tasks."""
+"""Jobs, the reading side: one task (recordInfo) and its result files."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from app.core.errors import (
     InvalidInput,
     NotFound,
 )
-from app.core.ids import is_id, now_ms
+from app.core.ids import now_ms
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
-from app.jobs.schemas import CallbackState, TaskPage, TaskRead
+from app.jobs.schemas import CallbackState, TaskRead
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_QUERY
@@ -269,49 +269,3 @@ def base_url_of(runtime: Runtime, request_base: str | None) -> str:
     if not base:
         base = f"http://{runtime.settings.host}:{runtime.settings.port}"
     return base.rstrip("/")
-
-
-_STATE_STATUSES = {
-    "waiting": ACTIVE_STATUSES,
-    "success": (TaskStatus.SUCCESS.value,),
-    "fail": (TaskStatus.FAIL.value,),
-}
-
-
-async def list_tasks(
-    session: AsyncSession,
-    *,
-    runtime: Runtime,
-    principal: Principal,
-    base_url: str,
-    model: str | None = None,
-    state: str | None = None,
-    limit: int = 20,
-    cursor: str | None = None,
-) -> TaskPage:
-    """The calling key's tasks, newest first. Raises InvalidInput on a bad filter."""
-    principal.require(Scope.TASKS_READ)
-    await runtime.limiter.hit(principal, GROUP_QUERY)
-    if cursor is not None and not is_id(cursor, "task"):
-        raise InvalidInput("cursor must be the nextCursor of a previous page", field="cursor")
-    if state is not None and state not in _STATE_STATUSES:
-        raise InvalidInput(
-            "state must be one of waiting, success, fail",
-            field="state",
-            allowed=list(_STATE_STATUSES),
-        )
-    if not 1 <= limit <= 100:
-        raise InvalidInput("limit must be an integer from 1 to 100", field="limit")
-    stmt = select(Task).where(col(Task.api_key_id) == principal.key_id)
-    if model:
-        stmt = stmt.where(col(Task.model) == model)
-    if state:
-        stmt = stmt.where(col(Task.status).in_(_STATE_STATUSES[state]))
-    if cursor:
-        stmt = stmt.where(col(Task.id) < cursor)
-    rows = list(
-        (await session.execute(stmt.order_by(col(Task.id).desc()).limit(limit + 1))).scalars()
-    )
-    page = rows[:limit]
-    views = [await describe_task(session, runtime=runtime, task=t, base_url=base_url) for t in page]
-    return TaskPage(tasks=views, next_cursor=page[-1].id if len(rows) > limit else None)

@@ -9,6 +9,7 @@ import pytest
 from mcp_types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
+from app.catalog.catalog import load_catalog
 from tests.mcp.conftest import McpTarget
 
 MODES = ["legacy", "2026-07-28"]
@@ -36,11 +37,9 @@ async def test_tools_are_described_with_input_and_output_schemas(
     for tool in tools.values():
         assert tool.description and tool.output_schema, tool.name
     image = tools["generate_image"].input_schema["properties"]
-    assert image["model"]["enum"] == [
-        "gpt-image-2-text-to-image",
-        "gpt-image-2-image-to-image",
-        "image-upscale",
-    ]
+    # The catalog's image models, in its order.
+    assert image["model"]["enum"] == [m.id for m in load_catalog().list("image")]
+    assert image["model"]["enum"][:2] == ["gpt-image-2-text-to-image", "gpt-image-2-image-to-image"]
     assert {
         "prompt",
         "aspect_ratio",
@@ -138,9 +137,10 @@ async def test_the_other_tools(target: McpTarget, mode: str) -> None:
             "canceled",
         )
 
-        listed = await client.call_tool("list_tasks", {"state": "fail", "limit": 5})
+        listed = await client.call_tool("list_tasks", {"status": 3, "pageSize": 5})
         assert listed.structured_content is not None
-        assert [t["taskId"] for t in listed.structured_content["tasks"]] == [task_id]
+        assert [t["id"] for t in listed.structured_content["tasks"]] == [task_id]
+        assert isinstance(listed.content[0], TextContent) and task_id in listed.content[0].text
 
         after = await client.call_tool("get_account", {})
         assert (
