@@ -2,7 +2,8 @@
 
 Stages run one after the other, each with ONE uvicorn process under test; a phase is a
 small function `(bench, server) -> result dict` run while its stage's server is up. The
-callbacks stage (bench/callbacks.py) also runs one `gengate worker` and a receiver process.
+callbacks stage (bench/callbacks.py) also runs one `gengate worker` and a receiver process;
+the tasks stage (bench/tasks.py) starts the baseline beside gengate for one of its phases.
 Exit code 0 whatever the targets say; non-zero only when the bench itself broke.
 """
 
@@ -28,7 +29,7 @@ import psycopg
 import redis
 from rich.console import Console
 
-from bench import callbacks, db, gengate, loadgen, polls, report
+from bench import callbacks, db, gengate, loadgen, polls, report, tasks
 from bench.gengate import Gengate
 from bench.servers import BenchError, Server, running
 
@@ -102,6 +103,13 @@ def start_gengate_callbacks(bench: Bench) -> Iterator[Server]:
 def start_gengate_polls(bench: Bench) -> Iterator[Server]:
     with polls.serve_fake(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
         bench.gengates["gengate-polls"] = prepared
+        yield server
+
+
+@contextmanager
+def start_gengate_tasks(bench: Bench) -> Iterator[Server]:
+    with tasks.serve_api(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
+        bench.gengates["gengate-tasks"] = prepared
         yield server
 
 
@@ -200,6 +208,21 @@ def polls_sustained(bench: Bench, server: Server) -> dict[str, Any]:
     return polls.sustain_polls(bench.gengates["gengate-polls"], server, bench.work, LOG_DIR)
 
 
+def tasks_seed(bench: Bench, server: Server) -> dict[str, Any]:
+    return tasks.seed(bench.gengates["gengate-tasks"])
+
+
+def tasks_select(bench: Bench, server: Server) -> dict[str, Any]:
+    return tasks.measure_baseline(bench.gengates["gengate-tasks"], LOG_DIR)
+
+
+def _tasks_page(params: Callable[[], dict[str, Any]]) -> Phase:
+    def phase(bench: Bench, server: Server) -> dict[str, Any]:
+        return tasks.measure_page(bench.gengates["gengate-tasks"], server, params())
+
+    return phase
+
+
 STAGES = [
     Stage(
         "baseline",
@@ -225,6 +248,25 @@ STAGES = [
             ("createTask", "gengate POST createTask", gengate_create),
             ("recordInfo", "gengate GET recordInfo", gengate_record),
             ("mcpCreate", "gengate MCP tools/call generate_image", gengate_mcp_create),
+        ],
+    ),
+    Stage(
+        "tasks",
+        start_gengate_tasks,
+        [
+            ("tasksSeed", "v1 tasks: seed 1,000,000 tasks of one key (SQL)", tasks_seed),
+            ("tasksSelect", "v1 tasks: bare PK SELECT, sequential", tasks_select),
+            ("tasksPage1", "v1 tasks: GET /v1/tasks page 1", _tasks_page(dict)),
+            (
+                "tasksDeep",
+                "v1 tasks: GET /v1/tasks page 1,001 of 100",
+                _tasks_page(lambda: {"page": 1001, "pageSize": 100}),
+            ),
+            (
+                "tasksFiltered",
+                "v1 tasks: GET /v1/tasks model + status + dates",
+                _tasks_page(tasks.filtered_params),
+            ),
         ],
     ),
     Stage(

@@ -42,9 +42,29 @@ def targets(results: Results) -> list[Target]:
         Target(
             "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
         ),
+        *_tasks_targets(results),
         *_floor_context(results),
         *_callbacks_context(results),
     ]
+
+
+def _tasks_targets(results: Results) -> list[Target]:
+    """GET /v1/tasks on 1,000,000 tasks of one key, sequential medians, and beside them the
+    bare PK SELECT measured the same way in the same run."""
+    pages = [
+        ("tasksPage1", "GET /v1/tasks page 1 (1,000,000 tasks), median"),
+        ("tasksDeep", "GET /v1/tasks page 1,001 of 100, median"),
+        ("tasksFiltered", "GET /v1/tasks model + status + dates, median"),
+    ]
+    found = [
+        Target(name, p50 := results[phase].get("p50_ms"), "< 50 ms", _check(p50, 50, False), True)
+        for phase, name in pages
+        if phase in results
+    ]
+    if "tasksSelect" in results:
+        p50 = results["tasksSelect"].get("p50_ms")
+        found.append(Target("context: bare PK SELECT, sequential median", p50, "-", None, True))
+    return found
 
 
 def _floor_context(results: Results) -> list[Target]:
