@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from app.catalog.catalog import CatalogError
 from app.channels.config import ChannelError
 from app.core.errors import AppError
+from app.imagine.styles import ImagineConfigError
 
 # Services name fields as the REST API does; the CLI names them after its own options.
 _CLI_FIELD_NAMES = {"scopes": "scope", "account_id": "account"}
@@ -77,7 +78,9 @@ def _usage_field(exc: Exception) -> str | None:
     return None
 
 
-def _document(exc: CatalogError | ChannelError) -> str:
+def _document(exc: CatalogError | ChannelError | ImagineConfigError) -> str:
+    if isinstance(exc, ImagineConfigError):
+        return "imagine configuration"
     return "model catalog" if isinstance(exc, CatalogError) else "channel file"
 
 
@@ -91,7 +94,7 @@ def _failure(exc: Exception) -> CommandFailed:
         return CommandFailed(exc.format_message(), field=_usage_field(exc), exit_code=exc.exit_code)
     if isinstance(exc, typer.Abort):
         return CommandFailed("aborted")
-    if isinstance(exc, CatalogError | ChannelError):  # the operator's files, checked at start
+    if isinstance(exc, CatalogError | ChannelError | ImagineConfigError):  # checked at start
         return CommandFailed(f"invalid {_document(exc)}: {_first_line(exc)}")
     if isinstance(exc, ValidationError):
         problems = "; ".join(

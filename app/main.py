@@ -16,6 +16,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
+from app.imagine.styles import check_imagine_models, load_styles
 from app.jobs.worker import Worker
 from app.runtime import Runtime
 from mcp_server.gateway import McpGateway
@@ -42,11 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     catalog = load_catalog(settings.catalog_path)
+    check_imagine_models(settings, catalog)
+    styles = load_styles(settings.styles_path, catalog)
     mcp = build_mcp(settings, catalog)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings, catalog=catalog)
+        runtime = await Runtime.start(settings, catalog=catalog, styles=styles)
         app.state.runtime = runtime
         try:
             async with mcp.running(), embedded_worker(runtime):
@@ -61,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    install_openapi(app, catalog)
+    install_openapi(app, catalog, styles, settings)
     for router in (
         health.router,
         account.router,

@@ -14,6 +14,7 @@ from app.channels.registry import UPSTREAM_CANCEL, Channels
 from app.core.config import Settings
 from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.db.hooks import Listener
+from app.imagine.styles import Styles, check_imagine_models, load_styles
 from app.jobs.notify import Notifier
 from app.keys.cache import KeyCache
 from app.keys.service import KEY_REVOKED
@@ -33,6 +34,7 @@ class Runtime:
     redis: Redis | None
     signing_secret: str
     catalog: Catalog
+    styles: Styles
     limiter: RateLimiter
     notifier: Notifier
     keys: KeyCache
@@ -41,7 +43,9 @@ class Runtime:
     http: httpx.AsyncClient
 
     @classmethod
-    async def start(cls, settings: Settings, *, catalog: Catalog | None = None) -> Runtime:
+    async def start(
+        cls, settings: Settings, *, catalog: Catalog | None = None, styles: Styles | None = None
+    ) -> Runtime:
         engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         # trust_env off: outbound fetches must not be routed through an ambient proxy,
@@ -61,6 +65,8 @@ class Runtime:
         policy = outbound_policy(settings)
         inputs = InputReader(http, policy, MediaSourceReader(sessions, media_store, signing_secret))
         catalog = catalog or load_catalog(settings.catalog_path)
+        check_imagine_models(settings, catalog)
+        styles = styles or load_styles(settings.styles_path, catalog)
         channels = Channels(
             load_channels(settings.channels_path, model_ids=catalog.ids),
             settings=settings,
@@ -78,6 +84,7 @@ class Runtime:
             redis=redis,
             signing_secret=signing_secret,
             catalog=catalog,
+            styles=styles,
             limiter=RateLimiter(settings),
             notifier=notifier,
             keys=keys,

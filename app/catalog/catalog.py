@@ -143,16 +143,20 @@ class CatalogModel:
         """Every accepted input name, aliases included, sorted."""
         return sorted([*self.input_schema["properties"], *self.aliases])
 
-    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def normalize(
+        self, raw: Mapping[str, Any], *, aliases: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Canonical input: aliases resolved, lossless coercions applied, defaults filled in.
 
-        A None value counts as omitted. Raises InvalidInput for the first problem found:
-        missing required inputs first, then the others by input name.
+        `aliases` are names a surface gives inputs on top of the catalog's (/v1/imagine's
+        `reference`); errors name an input as it was sent. A None value counts as omitted.
+        Raises InvalidInput for the first problem found: missing required inputs first, then
+        the others by input name.
         """
         if not isinstance(raw, Mapping):
             raise InvalidInput("input must be an object", field="input")
         properties: dict[str, Any] = self.input_schema["properties"]
-        values, sent_as = self._resolve_aliases(raw)
+        values, sent_as = self._resolve_aliases(raw, aliases or {})
         for name, value in values.items():
             if name in properties:
                 values[name] = _coerce(value, properties[name])
@@ -160,7 +164,9 @@ class CatalogModel:
         for name, schema in properties.items():
             if name not in values and "default" in schema:
                 values[name] = copy.deepcopy(schema["default"])
-        error = self._first_error(values, sent_as)
+        # A missing input is named as the surface calls it.
+        named = {canonical: alias for alias, canonical in (aliases or {}).items()}
+        error = self._first_error(values, sent_as, named)
         if error is not None:
             raise error
         _agree_on_shape(values, sent, properties)
@@ -170,14 +176,16 @@ class CatalogModel:
         """Credits one task with this normalised input costs."""
         return price_of(self.pricing, normalized)
 
-    def _resolve_aliases(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def _resolve_aliases(
+        self, raw: Mapping[str, Any], extra: Mapping[str, str]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         """Values by canonical name, and the name each was sent as (for error messages)."""
         values: dict[str, Any] = {}
         given: dict[str, builtins.list[str]] = {}
         for key, value in raw.items():
             if value is None:
                 continue
-            name = self.aliases.get(key, key)
+            name = extra.get(key) or self.aliases.get(key, key)
             given.setdefault(name, []).append(str(key))
             if name in values and values[name] != value:
                 names = " and ".join(sorted(given[name]))
@@ -185,10 +193,13 @@ class CatalogModel:
             values[name] = value
         return values, {name: keys[0] for name, keys in given.items()}
 
-    def _first_error(self, values: dict[str, Any], sent_as: dict[str, str]) -> InvalidInput | None:
+    def _first_error(
+        self, values: dict[str, Any], sent_as: dict[str, str], named: dict[str, str]
+    ) -> InvalidInput | None:
         for name in self.required:
             if _is_blank(values.get(name)):
-                return InvalidInput(f"{name} is required", field=name)
+                shown = named.get(name, name)
+                return InvalidInput(f"{shown} is required", field=shown)
         properties = self.input_schema["properties"]
         problems: builtins.list[tuple[tuple[str, int, str], InvalidInput]] = []
         for key in map(str, values):

@@ -188,6 +188,30 @@ class Settings(BaseSettings):
         description="How long an open breaker keeps a channel out before one trial request",
     )
 
+    # The imagine surface (/v1/imagine, /v1/reimagine)
+    styles_path: Path | None = Field(
+        default=None,
+        description="A style catalog to use instead of the packaged `app/imagine/styles.toml`",
+    )
+    imagine_text_model: str = Field(
+        default="gpt-image-2-text-to-image",
+        description="The model /v1/imagine uses when a request names none and gives no `reference`",
+    )
+    imagine_image_model: str = Field(
+        default="gpt-image-2-image-to-image",
+        description="The model /v1/imagine uses when a request names none and gives a "
+        "`reference`; also what a `variation` runs, unless the source's model takes images",
+    )
+    imagine_upscale_model: str = Field(
+        default="image-upscale",
+        description="The model a /v1/reimagine `upscale` of an image runs",
+    )
+    imagine_video_upscale_model: str | None = Field(
+        default=None,
+        description="The model a /v1/reimagine `upscale` of a video runs; none: upscaling a "
+        "video is refused",
+    )
+
     # Media and outbound URLs
     public_url: str | None = Field(
         default=None,

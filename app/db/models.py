@@ -6,7 +6,7 @@ from app.accounts.models import Account
 from app.callbacks.models import CallbackAttempt, CallbackDelivery, WebhookSecret
 from app.channels.models import TaskAttempt
 from app.credits.models import LedgerEntry
-from app.jobs.models import Task
+from app.jobs.models import Task, TaskGroup
 from app.keys.models import ApiKey
 from app.media.models import MediaFile
 
@@ -21,6 +21,7 @@ __all__ = [
     "MediaFile",
     "Task",
     "TaskAttempt",
+    "TaskGroup",
     "WebhookSecret",
     "metadata",
 ]

@@ -87,3 +87,19 @@ class Task(SQLModel, table=True):
     parent_task_id: str | None = Field(default=None, max_length=40)
     action: str | None = Field(default=None, max_length=16)
     source_index: int | None = Field(default=None)
+    # The request as its caller wrote it, for surfaces whose request is not `model` + inputs
+    # (/v1/imagine, /v1/reimagine); None for jobs.createTask, whose inputs are the request.
+    request_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class TaskGroup(SQLModel, table=True):
+    """The tasks one idempotent request created together (/v1/imagine with n > 1, and
+    /v1/reimagine): an X-Request-Id replay answers the same ids."""
+
+    __tablename__ = "task_group"
+
+    api_key_id: str = Field(foreign_key="api_key.id", primary_key=True, max_length=40)
+    request_id: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    task_ids: str = Field(sa_column=Column(Text, nullable=False), description="JSON list")
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))

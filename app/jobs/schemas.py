@@ -121,6 +121,15 @@ class TaskRead(PublicModel):
         description="none without a callBackUrl; pending until its callback is delivered "
         "(delivered) or has used every attempt (failed)",
     )
+    parent_task_id: str | None = Field(
+        default=None, description="/v1/reimagine tasks: the task this one was made from"
+    )
+    action: Literal["upscale", "variation", "reroll"] | None = Field(
+        default=None, description="/v1/reimagine tasks: what was done to the parent"
+    )
+    index: int | None = Field(
+        default=None, description="/v1/reimagine tasks: the parent's asset used (1-based)"
+    )
 
 
 class EstimateRead(PublicModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from app.credits.service import (
 )
 from app.db.hooks import after_commit
 from app.jobs.lifecycle import fail_task
-from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.jobs.models import ACTIVE_STATUSES, Task, TaskGroup, TaskStatus
 from app.jobs.schemas import EstimateRead, TaskCreate
 from app.jobs.views import get_task
 from app.keys.scopes import Scope
@@ -71,14 +72,33 @@ class CreateResult:
 
 
 @dataclass(frozen=True)
-class _Priced:
+class Priced:
+    """A request validated against its model: canonical input, price, idempotency hash."""
+
     model_id: str
     normalized: dict[str, Any]
     price: int
     request_hash: str
 
 
-async def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
+def price_inputs(
+    model: CatalogModel, normalized: dict[str, Any], callback_url: str | None
+) -> Priced:
+    """The price and the idempotency hash of a normalised input."""
+    canonical = json.dumps(
+        {"model": model.id, "input": normalized, "callback": callback_url},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return Priced(
+        model_id=model.id,
+        normalized=normalized,
+        price=model.price(normalized),
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+async def _price_request(runtime: Runtime, spec: TaskCreate) -> Priced:
     """Validate against the catalog, check its URLs and price it. Raises InvalidInput."""
     model = runtime.catalog.get(spec.model)
     if spec.media_type is not None and model.media_type != spec.media_type:
@@ -88,38 +108,35 @@ async def _price_request(runtime: Runtime, spec: TaskCreate) -> _Priced:
             allowed=[m.id for m in runtime.catalog.list(spec.media_type)],
         )
     normalized = model.normalize(spec.input)
-    await _check_urls(
-        runtime, _urls_to_check(model, spec, normalized), spec.callback_url, spec.callback_field
+    await check_urls(
+        runtime,
+        urls_to_check(model, spec.input, normalized),
+        spec.callback_url,
+        spec.callback_field,
     )
-    canonical = json.dumps(
-        {"model": model.id, "input": normalized, "callback": spec.callback_url},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return _Priced(
-        model_id=model.id,
-        normalized=normalized,
-        price=model.price(normalized),
-        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
-    )
+    return price_inputs(model, normalized, spec.callback_url)
 
 
-def _urls_to_check(
-    model: CatalogModel, spec: TaskCreate, normalized: dict[str, Any]
+def urls_to_check(
+    model: CatalogModel,
+    sent: Mapping[str, Any],
+    normalized: dict[str, Any],
+    aliases: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    """(field as the caller named it, URL) for every URL input of the request."""
+    """(field as the caller named it, URL) for every URL input of the request; `aliases` are
+    names the caller's surface gives inputs on top of the catalog's (see CatalogModel.normalize)."""
     found: list[tuple[str, str]] = []
-    for sent in spec.input:
-        name = model.aliases.get(sent, sent)
+    for name_sent in sent:
+        name = (aliases or {}).get(name_sent) or model.aliases.get(name_sent, name_sent)
         if name not in model.url_inputs:
             continue
         value = normalized.get(name)
         urls = value if isinstance(value, list) else [value]
-        found += [(f"{sent}[{i}]", url) for i, url in enumerate(urls) if isinstance(url, str)]
+        found += [(f"{name_sent}[{i}]", url) for i, url in enumerate(urls) if isinstance(url, str)]
     return found
 
 
-async def _check_urls(
+async def check_urls(
     runtime: Runtime,
     inputs: list[tuple[str, str]],
     callback_url: str | None,
@@ -194,7 +211,9 @@ async def create_task(
     if request_id is not None:
         check_request_id(request_id, field="X-Request-Id")
     priced = await _price_request(runtime, spec)
-    values = _task_values(runtime, principal, spec, priced, request_id)
+    values = task_values(
+        runtime, principal, priced, callback_url=spec.callback_url, request_id=request_id
+    )
     # The debit comes first and locks the account row until commit: the creates of one
     # account queue there, so the statements after it (fresh snapshots under READ COMMITTED)
     # see every create that went before. Inserting first would also work, but each insert's
@@ -277,7 +296,7 @@ def _insert_once(session: AsyncSession) -> Insert:
 
 
 async def _find_replay(
-    session: AsyncSession, principal: Principal, request_id: str, priced: _Priced
+    session: AsyncSession, principal: Principal, request_id: str, priced: Priced
 ) -> CreateResult | None:
     """The task this X-Request-Id already created, if any. Raises Conflict when its
     parameters differ."""
@@ -293,13 +312,15 @@ async def _find_replay(
     return CreateResult(existing, created=False)
 
 
-def _task_values(
+def task_values(
     runtime: Runtime,
     principal: Principal,
-    spec: TaskCreate,
-    priced: _Priced,
-    request_id: str | None,
+    priced: Priced,
+    *,
+    callback_url: str | None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
+    """The row of a new queued task, with a fresh id."""
     model = runtime.catalog.get(priced.model_id)
     now = now_ms()
     return {
@@ -309,7 +330,7 @@ def _task_values(
         "model": model.id,
         "media_type": model.media_type,
         "input_json": json.dumps(priced.normalized, separators=(",", ":")),
-        "callback_url": spec.callback_url,
+        "callback_url": callback_url,
         "request_id": request_id,
         "request_hash": priced.request_hash,
         "status": TaskStatus.QUEUED.value,
@@ -332,6 +353,124 @@ async def _find_by_request_id(session: AsyncSession, key_id: str, request_id: st
 async def _count_active(session: AsyncSession, key_id: str, limit: int) -> int:
     """The key's waiting tasks, counted up to one past `limit` (as the hold's guard does)."""
     return int(await session.scalar(_COUNT_ACTIVE, _active_params(key_id, limit)) or 0)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One task of a group, validated and priced; `extra` are the task's other columns
+    (style, lineage, the caller's request)."""
+
+    priced: Priced
+    callback_url: str | None
+    extra: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    task_ids: list[str]
+    created: bool  # False when an X-Request-Id replay returned the group it created before
+
+
+async def create_group(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    drafts: list[Draft],
+    request_id: str | None,
+    request_hash: str,
+) -> GroupResult:
+    """Queue several tasks as one request, all or none, in the caller's transaction.
+
+    Each task is priced and held on its own, but the account is debited once for the sum:
+    credits for some of them only is InsufficientCredits and nothing is created. With a
+    request id the group is one idempotent request (TaskGroup). The caller has checked the
+    scope, the rate limit and the request id. Raises Conflict, TooManyActiveTasks,
+    InsufficientCredits.
+    """
+    total = sum(draft.priced.price for draft in drafts)
+    limit = runtime.settings.tier_limits(principal.tier).max_active_tasks
+    counted = limit < UNLIMITED_ACTIVE_TASKS
+    try:  # first, for the reason create_task gives
+        balance_after = await debit_for_hold(session, account_id=principal.account_id, amount=total)
+    except InsufficientCredits:
+        if request_id is not None and (
+            replay := await _find_group(session, principal, request_id, request_hash)
+        ):
+            return replay
+        if counted and await _count_active(session, principal.key_id, limit) + len(drafts) > limit:
+            raise TooManyActiveTasks(limit=limit) from None
+        raise
+    rows = [
+        {
+            **task_values(runtime, principal, draft.priced, callback_url=draft.callback_url),
+            **draft.extra,
+        }
+        for draft in drafts
+    ]
+    task_ids = [row["id"] for row in rows]
+    if request_id is not None:
+        group = {
+            "api_key_id": principal.key_id,
+            "request_id": request_id,
+            "request_hash": request_hash,
+            "task_ids": json.dumps(task_ids),
+            "created_at": now_ms(),
+        }
+        if (await session.execute(_group_once(session), group)).scalar() is None:
+            await undo_debit(session, account_id=principal.account_id, amount=total)
+            replay = await _find_group(session, principal, request_id, request_hash)
+            if replay is None:  # cannot happen: the row that refused ours is committed
+                raise Conflict("X-Request-Id is in use", field="X-Request-Id")
+            return replay
+    await session.execute(_INSERT_TASK, rows)
+    # Every task of the group is inserted before the first hold, whose guard so counts them all.
+    balance = balance_after + total
+    for number, (draft, row) in enumerate(zip(drafts, rows, strict=True)):
+        balance -= draft.priced.price
+        held = await record_hold(
+            session,
+            _HOLD_UNDER_ACTIVE_LIMIT if counted and number == 0 else UNCONDITIONAL_HOLD,
+            account_id=principal.account_id,
+            amount=draft.priced.price,
+            balance_after=balance,
+            task_id=row["id"],
+            params=_active_params(principal.key_id, limit) if counted and number == 0 else {},
+        )
+        if not held:
+            raise TooManyActiveTasks(limit=limit)
+    after_commit(session, runtime.notifier.wake_workers)
+    return GroupResult(task_ids, created=True)
+
+
+_GROUPS = TaskGroup.metadata.tables["task_group"]
+_GROUPS_ONCE = {
+    "postgresql": pg_insert(_GROUPS)
+    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
+    .returning(_GROUPS.c.request_id),
+    "sqlite": sqlite_insert(_GROUPS)
+    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
+    .returning(_GROUPS.c.request_id),
+}
+
+
+def _group_once(session: AsyncSession) -> Insert:
+    return _GROUPS_ONCE[session.get_bind().dialect.name]
+
+
+async def _find_group(
+    session: AsyncSession, principal: Principal, request_id: str, request_hash: str
+) -> GroupResult | None:
+    """The group this X-Request-Id already created, if any. Raises Conflict when its
+    request differed."""
+    group = await session.get(TaskGroup, (principal.key_id, request_id))
+    if group is None:
+        return None
+    if group.request_hash != request_hash:
+        raise Conflict(
+            "X-Request-Id was already used with different parameters", field="X-Request-Id"
+        )
+    return GroupResult(json.loads(group.task_ids), created=False)
 
 
 async def estimate_task(

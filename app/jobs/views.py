@@ -154,6 +154,9 @@ async def _view(
         create_time=task.created_at,
         update_time=task.updated_at,
         callback_state=callback,
+        parent_task_id=task.parent_task_id,
+        action=task.action,
+        index=task.source_index,
     )
 
 

@@ -53,12 +53,13 @@ class RateLimiter:
             self._items[(tier, group)] = item
         return item, limits.window_seconds
 
-    async def hit(self, principal: Principal, group: str) -> None:
-        """Count one call. Raises RateLimited with retryAfter, limit, tier, windowSeconds,
-        and ServiceUnavailable when the counters' storage (Redis) cannot be reached."""
+    async def hit(self, principal: Principal, group: str, *, cost: int = 1) -> None:
+        """Count one call, or `cost` calls (a request that creates several tasks). Raises
+        RateLimited with retryAfter, limit, tier, windowSeconds, and ServiceUnavailable when
+        the counters' storage (Redis) cannot be reached."""
         item, window = self._item(principal.tier, group)
         with unavailable_on_outage():
-            if await self._limiter.hit(item, group, principal.key_id):
+            if await self._limiter.hit(item, group, principal.key_id, cost=cost):
                 return
             stats = await self._limiter.get_window_stats(item, group, principal.key_id)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))

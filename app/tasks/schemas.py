@@ -28,7 +28,7 @@ class TaskItem(PublicModel):
 
     id: str
     model: str
-    style: str | None = Field(description="The named style applied; null when none was")
+    style: str = Field(description='The named style applied; "" when none was (seed)')
     cost: int = Field(description="Credits charged (0 once a refunded failure gave them back)")
     request: dict[str, Any] = Field(description="The model and the parameters it was given")
     response: TaskResponse
@@ -37,6 +37,15 @@ class TaskItem(PublicModel):
     finished_at: str | None
     created_at: str
     updated_at: str
+    parent_task_id: str | None = Field(
+        default=None, description="/v1/reimagine tasks: the task this one was made from"
+    )
+    action: str | None = Field(
+        default=None, description="/v1/reimagine tasks: upscale, variation or reroll"
+    )
+    index: int | None = Field(
+        default=None, description="/v1/reimagine tasks: the parent's asset used (1-based)"
+    )
 
 
 class TaskPage(PublicModel):

@@ -173,7 +173,7 @@ def task_item(task: Task, asset_ids: list[str]) -> TaskItem:
     return TaskItem(
         id=task.id,
         model=task.model,
-        style=task.style,
+        style=task.style or "",
         cost=0 if failure and failure.refunded else task.price,
         request=_request_of(task),
         response=TaskResponse(assets=asset_ids),
@@ -182,6 +182,9 @@ def task_item(task: Task, asset_ids: list[str]) -> TaskItem:
         finished_at=iso_utc(task.completed_at),
         created_at=iso_utc(task.created_at) or "",
         updated_at=iso_utc(task.updated_at) or "",
+        parent_task_id=task.parent_task_id,
+        action=task.action,
+        index=task.source_index,
     )
 
 
@@ -193,6 +196,10 @@ def iso_utc(epoch_ms: int | None) -> str | None:
 
 
 def _request_of(task: Task) -> dict[str, Any]:
+    """The request as its caller wrote it; for jobs.createTask, the model and its inputs."""
+    if task.request_json is not None:
+        written: dict[str, Any] = json.loads(task.request_json)
+        return written
     inputs: dict[str, Any] = json.loads(task.input_json)
     return {"model": task.model, **inputs}
 

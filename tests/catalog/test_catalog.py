@@ -12,6 +12,7 @@ I2I = "gpt-image-2-image-to-image"
 T2V = "seedance-2.0-text-to-video"
 I2V = "seedance-2.0-image-to-video"
 UPSCALE = "image-upscale"
+GPT1 = "gpt-image-1"  # the seed 004 example's model
 URL = "https://example.com/input.png"
 
 
@@ -27,10 +28,11 @@ def _error(model: CatalogModel, raw: dict[str, Any]) -> InvalidInput:
 
 
 def test_packaged_catalog_has_the_seed_models_and_upscale(catalog: Catalog) -> None:
-    assert catalog.ids == [T2I, I2I, UPSCALE, T2V, I2V]
+    assert catalog.ids == [T2I, I2I, GPT1, UPSCALE, T2V, I2V]
     rows = {m.id: (m.media_type, m.scene, m.required_inputs) for m in catalog.list()}
     assert rows == {
         T2I: ("image", "Text to image", ("prompt",)),
+        GPT1: ("image", "Text or image to image", ("prompt",)),
         I2I: ("image", "Image to image", ("prompt", "input_urls or image_urls")),
         T2V: ("video", "Text to video", ("prompt",)),
         I2V: ("video", "Image to video", ("prompt", "image_urls")),
@@ -40,6 +42,7 @@ def test_packaged_catalog_has_the_seed_models_and_upscale(catalog: Catalog) -> N
     assert {m.id: m.timeout_seconds for m in catalog.list()} == {
         T2I: 600,
         I2I: 600,
+        GPT1: 600,
         UPSCALE: 600,
         T2V: 1800,
         I2V: 1800,
@@ -56,9 +59,9 @@ def test_input_schema_is_a_closed_json_schema(catalog: Catalog) -> None:
 
 
 def test_list_by_media_type(catalog: Catalog) -> None:
-    assert [m.id for m in catalog.list("image")] == [T2I, I2I, UPSCALE]
+    assert [m.id for m in catalog.list("image")] == [T2I, I2I, GPT1, UPSCALE]
     assert [m.id for m in catalog.list("video")] == [T2V, I2V]
-    assert len(catalog.list()) == len(catalog.list("")) == 5
+    assert len(catalog.list()) == len(catalog.list("")) == 6
 
 
 def test_unknown_media_type_is_refused(catalog: Catalog) -> None:

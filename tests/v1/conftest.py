@@ -22,6 +22,9 @@ TASK_FIELDS = {
     "finishedAt",
     "createdAt",
     "updatedAt",
+    "parentTaskId",
+    "action",
+    "index",
 }
 
 

@@ -39,7 +39,7 @@ async def test_seed_curl_example_answers_in_the_seed_shape(
     task = body["tasks"][1]
     assert set(task) == TASK_FIELDS
     assert task["model"] == "gpt-image-2-text-to-image"
-    assert task["style"] is None
+    assert task["style"] == ""
     # What the task ran with: the model and its inputs, defaults filled in.
     assert task["request"] == {
         "model": "gpt-image-2-text-to-image",

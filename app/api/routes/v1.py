@@ -1,4 +1,5 @@
-"""REST transport of the /v1 task surface (seed 004): task history, one task, one asset.
+"""REST transport of the /v1 surface (seed 004): imagine, reimagine, task history, one task,
+one asset.
 
 Errors here are the seed's `{"message": "..."}`, not the /api/v1 envelope. V1Route renders
 them: it asks the app's own exception handler for the answer (so status, message and
@@ -7,11 +8,13 @@ message. Later /v1 routes (imagine, reimagine) use the same route class.
 
 | failure | status | body |
 |---|---|---|
-| bad query parameter, end before start | 400 | `{"message": "<field>: ..."}` |
+| bad body field or query parameter | 400 | `{"message": "<field> ..."}` |
 | missing or unknown key | 401 | `{"message": "authentication failed"}` + WWW-Authenticate |
-| key without tasks:read | 403 | `{"message": ...}` |
+| key without tasks:read (reads) or tasks:create (imagine) | 403 | `{"message": ...}` |
+| credits short for the whole request (nothing is created) | 402 | `{"message": ...}` |
+| X-Request-Id reused with another body | 409 | `{"message": ...}` |
 | unknown or another key's task, asset | 404 | `{"message": "task not found"}` (or asset) |
-| over the recordInfo rate limit | 429 | `{"message": ...}` + Retry-After, RateLimit-* |
+| over the rate limit (imagine: createTask's, n counted) | 429 | `{"message": ...}` + Retry-After |
 | database or Redis outage | 503 | `{"message": ...}` + Retry-After |
 | anything unexpected | 500 | `{"message": "internal error"}` |
 """
@@ -22,12 +25,15 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
-from app.core.text import SafeText
+from app.core.text import NO_NUL_PATTERN, SafeText
+from app.imagine.schemas import N_MAX, TaskIds
+from app.imagine.service import imagine, reimagine
+from app.jobs.service import REQUEST_ID_MAX
 from app.jobs.views import base_url_of
 from app.tasks.schemas import AssetRead, Message, TaskItem, TaskPage
 from app.tasks.service import (
@@ -90,6 +96,9 @@ class V1Route(APIRoute):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Message} for status in (400, 401, 403, 404, 429, 500)
 }
+_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Message} for status in (402, 409)
+}
 router = APIRouter(prefix="/v1", tags=["imagine"], route_class=V1Route, responses=_ERRORS)
 
 _LIST_EXAMPLE = {
@@ -129,7 +138,7 @@ def _day(description: str) -> Any:
     )
 
 
-def _json(model: TaskPage | TaskItem | AssetRead) -> Response:
+def _json(model: TaskPage | TaskItem | AssetRead | TaskIds) -> Response:
     return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
@@ -193,5 +202,97 @@ async def asset(
     base_url = base_url_of(runtime, str(request.base_url))
     result = await read_asset(
         session, runtime=runtime, principal=principal, asset_id=asset_id, base_url=base_url
+    )
+    return _json(result)
+
+
+# The seed's examples, verbatim.
+_IMAGINE_EXAMPLE = {
+    "n": 2,
+    "model": "gpt-image-1",
+    "style": "",
+    "prompt": "A beautiful sunset over mountain peaks",
+    "reference": ["https://example.com/ref1.jpg", "https://example.com/ref2.jpg"],
+}
+_REIMAGINE_EXAMPLE = {"task_id": "task-uuid-2", "index": 1, "action": "upscale"}
+RequestIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Request-Id",
+        min_length=1,
+        max_length=REQUEST_ID_MAX,
+        pattern=NO_NUL_PATTERN,
+        description="Idempotency key, unique per API key: a replay answers the same ids",
+    ),
+]
+ImagineBody = Annotated[
+    dict[str, Any],
+    Body(
+        description=f"`n` (1-{N_MAX}, default 1), `model` (chosen from the request when "
+        "absent: image-to-image with `reference`, else text-to-image), `style` (a named style, "
+        '"" for none), `prompt`, `reference` (URLs), optional `callback_url`, and the '
+        "model's own parameters beside them (see GET /api/v1/models).",
+        examples=[_IMAGINE_EXAMPLE],
+    ),
+]
+ReimagineBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="`task_id` (a completed task of yours), `index` (1-based, over its "
+        "assets), `action` (upscale | variation | reroll), optional `prompt`, `reference` "
+        "and `callback_url`.",
+        examples=[_REIMAGINE_EXAMPLE],
+    ),
+]
+
+
+@router.post(
+    "/imagine",
+    summary="Create n generation tasks from one request, all or none",
+    response_model=TaskIds,
+    responses={
+        **_CREATE_ERRORS,
+        200: {
+            "content": {"application/json": {"example": {"ids": ["task-uuid-1", "task-uuid-2"]}}}
+        },
+    },
+)
+async def imagine_route(
+    body: ImagineBody,
+    session: SessionDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    request_id: RequestIdHeader = None,
+) -> Response:
+    result = await imagine(
+        session, runtime=runtime, principal=principal, body=body, request_id=request_id
+    )
+    return _json(result)
+
+
+@router.post(
+    "/reimagine",
+    summary="Upscale, vary or reroll one asset of a completed task",
+    response_model=TaskIds,
+    responses={
+        **_CREATE_ERRORS,
+        200: {"content": {"application/json": {"example": {"ids": ["task-uuid-3"]}}}},
+    },
+)
+async def reimagine_route(
+    request: Request,
+    body: ReimagineBody,
+    session: SessionDep,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    request_id: RequestIdHeader = None,
+) -> Response:
+    result = await reimagine(
+        session,
+        runtime=runtime,
+        principal=principal,
+        body=body,
+        request_id=request_id,
+        base_url=base_url_of(runtime, str(request.base_url)),
     )
     return _json(result)
