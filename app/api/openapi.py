@@ -34,13 +34,15 @@ def install_openapi(app: FastAPI, catalog: Catalog, styles: Styles, settings: Se
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)
             components["TaskCreate"] = task_create_schema(catalog)
-            for path in _BODY_ROUTES:
-                body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-                body["schema"] = {"$ref": "#/components/schemas/TaskCreate"}
             components["Imagine"] = imagine_schema(catalog, styles, settings)
             components["Reimagine"] = reimagine_schema()
-            for path, name in (("/v1/imagine", "Imagine"), ("/v1/reimagine", "Reimagine")):
+            bodies = {path: "TaskCreate" for path in _BODY_ROUTES}
+            bodies.update({"/v1/imagine": "Imagine", "/v1/reimagine": "Reimagine"})
+            for path, name in bodies.items():
                 body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+                # The route's example moves beside the schema it would be lost with.
+                if examples := body.get("schema", {}).get("examples"):
+                    body["example"] = examples[0]
                 body["schema"] = {"$ref": f"#/components/schemas/{name}"}
             app.openapi_schema = schema
         return app.openapi_schema

@@ -185,7 +185,7 @@ def _action_plan(
                 allowed=["variation", "reroll"] if source.media_type == "image" else ["reroll"],
             )
         return runtime.catalog.get(upscaler), None, request.prompt, [], {}
-    style, prompt, inputs = _source_request(runtime, source, source_model)
+    style, prompt, inputs = _source_request(runtime, source)
     prompt = request.prompt or prompt
     if request.action == "variation":
         if source.media_type != "image":
@@ -210,19 +210,19 @@ def _action_plan(
 
 
 def _source_request(
-    runtime: Runtime, source: Task, model: CatalogModel
+    runtime: Runtime, source: Task
 ) -> tuple[Style | None, str | None, dict[str, Any]]:
-    """The source task's style, prompt as its caller wrote it, and other parameters.
-
-    A style the operator has since removed is dropped; the prompt is then the one the model
-    was given, the style's words included, so a reroll still asks for the same thing.
-    """
+    """The source task's style, its prompt before the style wrapped it, and its other
+    parameters. A style the operator has since removed or reworded is dropped; the prompt is
+    then the one the model was given, the style's words included, so a reroll still asks for
+    the same thing."""
     inputs: dict[str, Any] = json.loads(source.input_json)
     prompt = inputs.pop("prompt", None)
-    names = runtime.styles.names
-    if source.style and source.style in names and source.request_json:
-        written = json.loads(source.request_json).get("prompt")
-        return runtime.styles.get(source.style), written, inputs
+    if source.style in runtime.styles.names and isinstance(prompt, str):
+        style = runtime.styles.get(source.style)
+        written = style.unapply(prompt) if style is not None else None
+        if written is not None:
+            return style, written, inputs
     return None, prompt, inputs
 
 

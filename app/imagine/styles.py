@@ -45,7 +45,17 @@ class Style:
 
     def apply(self, prompt: str) -> str:
         """The template with the caller's prompt in its slot."""
-        return self.prompt.replace(PROMPT_SLOT, prompt)
+        before, _, after = self.prompt.partition(PROMPT_SLOT)
+        return before + prompt + after
+
+    def unapply(self, text: str) -> str | None:
+        """The caller's prompt that `apply` made `text` of; None if it was not made so."""
+        before, _, after = self.prompt.partition(PROMPT_SLOT)
+        if len(text) < len(before) + len(after) or not (
+            text.startswith(before) and text.endswith(after)
+        ):
+            return None
+        return text[len(before) : len(text) - len(after)]
 
 
 class Styles:
