@@ -20,15 +20,20 @@ from app.accounts.schemas import AccountRead
 from app.catalog.catalog import Catalog
 from app.core.config import Settings
 from app.core.names import unknown_field
+from app.imagine.schemas import TaskIds
+from app.imagine.styles import Styles
 from app.jobs.schemas import EstimateRead, TaskCreated, TaskRead
 from app.tasks.schemas import TaskPage
 from app.uploads.schemas import UploadRead
-from mcp_server import results, task_history, tools, uploads
+from mcp_server import imagine, results, task_history, tools, uploads
 from mcp_server.arguments import media_properties, with_parameters
 from mcp_server.context import SENT_ARGUMENTS
 
 MCP_PATH = "/api/mcp"
-_TASK_ID = {"type": "string", "description": "The taskId from generate_image or generate_video"}
+_TASK_ID = {
+    "type": "string",
+    "description": "A taskId from generate_image, generate_video, imagine or reimagine",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,8 @@ class ToolSpec:
     names_checked_by_service: bool = False
 
 
-def tool_specs(catalog: Catalog) -> list[ToolSpec]:
+def tool_specs(catalog: Catalog, styles: Styles | None = None) -> list[ToolSpec]:
+    """Every tool; `styles` (when given) lists the imagine styles in its schema."""
     image, video = media_properties(catalog, "image"), media_properties(catalog, "video")
     estimate = {**image, **video, "model": {"type": "string", "enum": catalog.ids}}
     del estimate["request_id"]
@@ -84,6 +90,24 @@ def tool_specs(catalog: Catalog) -> list[ToolSpec]:
             ("model",),
             read_only=False,
             names_checked_by_service=True,
+        ),
+        ToolSpec(
+            "imagine",
+            imagine.IMAGINE_DESCRIPTION,
+            imagine.imagine_tool,
+            imagine.imagine_properties(catalog, styles),
+            TaskIds,
+            read_only=False,
+            names_checked_by_service=True,
+        ),
+        ToolSpec(
+            "reimagine",
+            imagine.REIMAGINE_DESCRIPTION,
+            imagine.reimagine_tool,
+            imagine.REIMAGINE_PROPERTIES,
+            TaskIds,
+            ("task_id", "index", "action"),
+            read_only=False,
         ),
         ToolSpec(
             "get_generation_status",
@@ -225,13 +249,14 @@ class McpSurface:
             yield
 
 
-def build_mcp(settings: Settings, catalog: Catalog) -> McpSurface:
+def build_mcp(settings: Settings, catalog: Catalog, styles: Styles | None = None) -> McpSurface:
     server: MCPServer[Any] = MCPServer(
         "gengate",
         version=__version__,
         instructions="Generate images and videos. generate_image / generate_video return a "
-        "taskId; get_generation_status (with wait_seconds) returns the result URLs.",
-        tools=[_tool(spec) for spec in tool_specs(catalog)],
+        "taskId, imagine up to 8 at once; get_generation_status (with wait_seconds) returns "
+        "the result URLs; reimagine upscales, varies or rerolls a result.",
+        tools=[_tool(spec) for spec in tool_specs(catalog, styles)],
         log_level="WARNING",
     )
     security = _security(settings)

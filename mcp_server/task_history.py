@@ -127,9 +127,6 @@ def _line(task: TaskItem) -> str:
     if task.response.assets:
         parts.append(f"{len(task.response.assets)} asset(s)")
     parts += [f"cost {task.cost}", f"created {task.created_at}"]
-    parent = getattr(task, "parent_task_id", None)
-    if parent:
-        parts.append(
-            f"{getattr(task, 'action', 'reimagine')} of {parent} #{getattr(task, 'index', '?')}"
-        )
+    if task.parent_task_id:
+        parts.append(f"{task.action} of {task.parent_task_id} #{task.index}")
     return ", ".join(parts)

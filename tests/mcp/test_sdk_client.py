@@ -17,6 +17,8 @@ TOOLS = {
     "list_models",
     "generate_image",
     "generate_video",
+    "imagine",
+    "reimagine",
     "get_generation_status",
     "list_tasks",
     "cancel_task",

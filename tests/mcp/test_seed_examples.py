@@ -124,6 +124,8 @@ def test_metadata_without_a_key(target: McpTarget) -> None:
         "list_models",
         "generate_image",
         "generate_video",
+        "imagine",
+        "reimagine",
         "get_generation_status",
         "list_tasks",
         "cancel_task",
