@@ -259,6 +259,9 @@ async def _total(
     total is known without counting."""
     if shown and shown < size:
         return offset + shown, False
+    if shown and offset + shown > TOTAL_EXACT_LIMIT:
+        # This page alone proves more than the cap: counting could not say more.
+        return offset + shown, True
     if not shown and offset == 0:
         return 0, False
     capped = select(col(Task.id)).where(*filters).limit(TOTAL_EXACT_LIMIT + 1).subquery()

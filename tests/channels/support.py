@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from app.catalog.catalog import load_catalog
 from app.core.config import Settings
 from tests.support.apps import running_app
 
@@ -20,9 +21,7 @@ IMAGE = "gpt-image-2-text-to-image"
 def channel_file(path: Path, *channels: dict[str, Any]) -> Path:
     """Write a channel file of `channels`; every model no channel names runs locally."""
     named = {m for c in channels for m in c["models"]}
-    models = [IMAGE, "gpt-image-2-image-to-image", "image-upscale", VIDEO]
-    models.append("seedance-2.0-image-to-video")
-    local = [m for m in models if m not in named]
+    local = [m for m in load_catalog(None).ids if m not in named]
     lines: list[str] = []
     for channel in [*channels, {"name": "local", "adapter": "local", "models": local}]:
         if not channel["models"]:

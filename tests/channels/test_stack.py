@@ -76,6 +76,7 @@ async def test_the_seed_models_run_on_their_upstreams_and_are_served_by_us(
                 "moderation": "low",
             },
             "gpt-image-2-image-to-image": {"prompt": "make it blue", "input_urls": [image_url]},
+            "gpt-image-1": {"prompt": "a lighthouse"},
             "seedance-2.0-text-to-video": {"prompt": "waves"},
             "seedance-2.0-image-to-video": {"prompt": "it moves", "image_urls": [image_url]},
             "image-upscale": {"input_urls": [image_url]},
@@ -83,6 +84,7 @@ async def test_the_seed_models_run_on_their_upstreams_and_are_served_by_us(
         expected = {
             "gpt-image-2-text-to-image": "openai",
             "gpt-image-2-image-to-image": "openai",
+            "gpt-image-1": "openai",
             "seedance-2.0-text-to-video": "ark",
             "seedance-2.0-image-to-video": "ark",
             "image-upscale": "kie",
@@ -117,7 +119,11 @@ async def test_the_seed_models_run_on_their_upstreams_and_are_served_by_us(
                 assert {a.channel for a in attempts} == {expected[model]}, model
         # OpenAI's own options reach it; the edit sent our upload's bytes; ModelArk got
         # our URL to fetch.
-        (generation,) = [r for r in openai.requests if r.path.endswith("/generations")]
+        (generation,) = [
+            r
+            for r in openai.requests
+            if r.path.endswith("/generations") and r.fields.get("prompt") == "a red fox"
+        ]
         sent = {k: generation.fields[k] for k in ("background", "output_compression", "moderation")}
         assert sent == {"background": "transparent", "output_compression": 80, "moderation": "low"}
         (edit,) = [r for r in openai.requests if r.path.endswith("/edits")]

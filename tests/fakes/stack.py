@@ -22,7 +22,7 @@ from tests.fakes.modelark import running_modelark
 from tests.fakes.openai_images import running_fake
 
 OPENAI_KEY = "sk-fake-openai-0123456789"
-IMAGES = ["gpt-image-2-text-to-image", "gpt-image-2-image-to-image"]
+IMAGES = ["gpt-image-2-text-to-image", "gpt-image-2-image-to-image", "gpt-image-1"]
 VIDEOS = ["seedance-2.0-text-to-video", "seedance-2.0-image-to-video"]
 
 
