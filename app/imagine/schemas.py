@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from pydantic import Field
+
 from app.core.errors import InvalidInput
 from app.core.schema import PublicModel
 from app.core.text import check_json_text
@@ -26,6 +28,19 @@ class TaskIds(PublicModel):
     """What /v1/imagine and /v1/reimagine answer: the created tasks' ids (seed)."""
 
     ids: list[str]
+
+
+class StyleRead(PublicModel):
+    name: str
+    description: str
+    prompt: str = Field(description="The template; {prompt} stands for the caller's prompt")
+    params: dict[str, Any] = Field(description="Defaults where the request sets none")
+
+
+class StyleList(PublicModel):
+    """The styles /v1/imagine takes as `style` ("" for none)."""
+
+    styles: list[StyleRead]
 
 
 @dataclass(frozen=True)

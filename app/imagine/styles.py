@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from app.catalog.catalog import Catalog
 from app.core.config import Settings
 from app.core.errors import InvalidInput
@@ -71,6 +73,9 @@ class Styles:
     def names(self) -> list[str]:
         return list(self._styles)
 
+    def all(self) -> list[Style]:
+        return list(self._styles.values())
+
     def get(self, name: str | None) -> Style | None:
         """The named style; None for no style (absent or ""). Raises InvalidInput."""
         if name is None or name == "":
@@ -98,7 +103,10 @@ def check_imagine_models(settings: Settings, catalog: Catalog) -> None:
 
 def load_styles(path: Path | None, catalog: Catalog) -> Styles:
     """The style file (the packaged one when `path` is None). Raises ImagineConfigError."""
-    inputs = {name for model in catalog.list() for name in model.input_schema["properties"]}
+    inputs: dict[str, list[Draft202012Validator]] = {}
+    for model in catalog.list():
+        for name, schema in model.input_schema["properties"].items():
+            inputs.setdefault(name, []).append(Draft202012Validator(schema))
     styles = parse_entries(
         path or PACKAGED_STYLES_PATH,
         table="style",
@@ -110,7 +118,7 @@ def load_styles(path: Path | None, catalog: Catalog) -> Styles:
     return Styles(styles)
 
 
-def _parse(entry: Any, inputs: set[str]) -> Style:
+def _parse(entry: Any, inputs: Mapping[str, list[Draft202012Validator]]) -> Style:
     if not isinstance(entry, dict):
         raise ValueError("must be a table")
     unknown = sorted(set(entry) - _KEYS)
@@ -128,7 +136,10 @@ def _parse(entry: Any, inputs: set[str]) -> Style:
     params = entry.get("params", {})
     if not isinstance(params, dict):
         raise ValueError("params must be a table of input = value")
-    for key in params:
+    for key, value in params.items():
         if key not in inputs or key == "prompt":
             raise ValueError(f"params.{key} is not an input of any model in the catalog")
+        # A default some model takes as is; the others skip it (see the imagine service).
+        if not any(schema.is_valid(value) for schema in inputs[key]):
+            raise ValueError(f"params.{key} = {value!r} is not a value any model takes")
     return Style(name, description, prompt, MappingProxyType(dict(params)))

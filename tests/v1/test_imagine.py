@@ -1,6 +1,7 @@
 """POST /v1/imagine (seed 004): n tasks all or none, model choice, styles, idempotent groups,
 rate limits counting n, and every refusal in the seed's {"message"} shape."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -300,3 +301,31 @@ async def test_authentication_and_scope_errors_are_messages(
     reader = await make_customer(runtime_of(app), scopes=["tasks:read"])
     refused = await imagine(client, reader, {"prompt": "a"})
     assert refused.status_code == 403 and set(refused.json()) == {"message"}
+
+
+async def test_styles_are_listed_for_callers(idle_app: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = idle_app
+    customer = await make_customer(runtime_of(app))
+    response = await client.get("/v1/styles", headers=customer.headers)
+    assert response.status_code == 200
+    styles = {s["name"]: s for s in response.json()["styles"]}
+    assert list(styles) == ["photo", "watercolor", "anime", "cinematic", "product"]
+    assert styles["product"]["params"] == {"aspect_ratio": "1:1", "quality": "high"}
+    assert "{prompt}" in styles["product"]["prompt"] and styles["product"]["description"]
+    assert (await client.get("/v1/styles")).json() == {"message": "authentication failed"}
+
+
+async def test_concurrent_replays_of_one_group_create_it_once(roomy: Settings) -> None:
+    async with running_app(roomy) as (app, client):
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime, credits=100)
+        body = {"n": 4, "prompt": "a fox"}
+        answers = await asyncio.gather(
+            *(imagine(client, customer, body, request_id="same") for _ in range(6))
+        )
+        assert {r.status_code for r in answers} == {200}
+        assert len({tuple(r.json()["ids"]) for r in answers}) == 1
+        assert await tasks_of(runtime, customer) == 4
+        assert await balance_of(client, customer) == 100 - 4 * 4
+        held = [k for k, _, _ in await ledger_of(runtime, customer) if k == "hold"]
+        assert len(held) == 4

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from app.core.text import NO_NUL_PATTERN, SafeText
-from app.imagine.schemas import N_MAX, TaskIds
+from app.imagine.schemas import N_MAX, StyleList, StyleRead, TaskIds
 from app.imagine.service import imagine, reimagine
 from app.jobs.service import REQUEST_ID_MAX
 from app.jobs.views import base_url_of
@@ -138,7 +138,7 @@ def _day(description: str) -> Any:
     )
 
 
-def _json(model: TaskPage | TaskItem | AssetRead | TaskIds) -> Response:
+def _json(model: TaskPage | TaskItem | AssetRead | TaskIds | StyleList) -> Response:
     return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
@@ -296,3 +296,12 @@ async def reimagine_route(
         base_url=base_url_of(runtime, str(request.base_url)),
     )
     return _json(result)
+
+
+@router.get("/styles", summary="The styles imagine takes", response_model=StyleList)
+async def styles(_principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    listed = [
+        StyleRead(name=s.name, description=s.description, prompt=s.prompt, params=dict(s.params))
+        for s in runtime.styles.all()
+    ]
+    return _json(StyleList(styles=listed))
