@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     catalog = load_catalog(settings.catalog_path)
     check_imagine_models(settings, catalog)
     styles = load_styles(settings.styles_path, catalog)
-    mcp = build_mcp(settings, catalog)
+    mcp = build_mcp(settings, catalog, styles)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from mcp_types import CallToolResult, ContentBlock, ResourceLink
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ids import now_ms
-from app.media.service import list_task_media, media_extension, media_url
+from app.media.service import list_tasks_media, media_extension, media_url
 from app.tasks.schemas import TaskItem, TaskPage
 from app.tasks.service import PAGE_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, list_tasks
 from mcp_server import results
@@ -88,10 +88,10 @@ async def _asset_links(
     runtime = caller.runtime
     ttl_s, now_s = runtime.settings.media_url_ttl_seconds, now_ms() // 1000
     links: list[ContentBlock] = []
-    for task in tasks:
-        if not task.response.assets:
-            continue
-        for f in await list_task_media(session, task_id=task.id):
+    with_assets = [task.id for task in tasks if task.response.assets]
+    files = await list_tasks_media(session, task_ids=with_assets)
+    for task_id in with_assets:
+        for f in files.get(task_id, []):
             url = media_url(
                 f, base_url=caller.base_url, secret=runtime.signing_secret, ttl_s=ttl_s, now_s=now_s
             )
@@ -99,8 +99,8 @@ async def _asset_links(
                 ResourceLink(
                     type="resource_link",
                     uri=url,
-                    name=f"{task.id}-{f.position + 1}.{media_extension(f.content_type)}",
-                    description=f"asset {f.id}: result {f.position + 1} of task {task.id}",
+                    name=f"{task_id}-{f.position + 1}.{media_extension(f.content_type)}",
+                    description=f"asset {f.id}: result {f.position + 1} of task {task_id}",
                     mime_type=f.content_type,
                     size=f.size_bytes,
                 )

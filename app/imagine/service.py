@@ -9,7 +9,7 @@ the same keys, credits, limits, workers, channels and callbacks as jobs.createTa
 | imagine, no model, `reference` given | GENGATE_IMAGINE_IMAGE_MODEL |
 | imagine, no model, no reference | GENGATE_IMAGINE_TEXT_MODEL |
 | reimagine `upscale` | GENGATE_IMAGINE_UPSCALE_MODEL (video: ..._VIDEO_UPSCALE_MODEL) |
-| reimagine `variation` | the source's model if it takes images, else the image model |
+| reimagine `variation` | the source's model if it redraws (image + prompt), else the image model |
 | reimagine `reroll` | the source's model, style and parameters (a new `seed` if it has one) |
 
 A reimagine needs a completed source task of the same key; `index` picks one of its assets,
@@ -25,9 +25,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from app.catalog.catalog import CatalogModel
 from app.core.errors import InvalidInput, NotFound
@@ -48,8 +46,8 @@ from app.jobs.views import base_url_of
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
-from app.media.models import KIND_RESULT, MediaFile
-from app.media.service import signed_media_url
+from app.media.models import MediaFile
+from app.media.service import list_task_media, resigned_media_url, signed_media_url
 from app.runtime import Runtime
 
 REFERENCE = "reference"
@@ -130,7 +128,7 @@ async def reimagine(
             f"task_id: the task is {source.status}; only a completed task can be reimagined",
             field="task_id",
         )
-    assets = await _assets(session, source.id)
+    assets = await list_task_media(session, task_id=source.id)
     if not 1 <= request.index <= len(assets):
         raise InvalidInput(
             f"index must be from 1 to {len(assets)}, the task's assets", field="index"
@@ -184,6 +182,11 @@ def _action_plan(
                 field="action",
                 allowed=["variation", "reroll"] if source.media_type == "image" else ["reroll"],
             )
+        if request.reference:
+            raise InvalidInput(
+                "reference: upscale works on the source asset alone; give no reference",
+                field=REFERENCE,
+            )
         return runtime.catalog.get(upscaler), None, request.prompt, [], {}
     style, prompt, inputs = _source_request(runtime, source)
     prompt = request.prompt or prompt
@@ -196,14 +199,20 @@ def _action_plan(
             )
         model = (
             source_model
-            if reference_input(source_model)
+            if _redraws(source_model)
             else runtime.catalog.get(settings.imagine_image_model)
         )
         return model, style, prompt, [], _taken(model, inputs)
     # reroll: the source request again, with its references unless new ones are given
     source_input = reference_input(source_model)
     held = inputs.pop(source_input, None) if source_input else None
-    reference = request.reference or list(held or [])
+    # Our own files among them were signed for the source's run: signed again for this one.
+    expires_at_s = _expiry_for(runtime, source_model)
+    secret = runtime.signing_secret
+    reference = request.reference or [
+        resigned_media_url(url, secret=secret, expires_at_s=expires_at_s) or url
+        for url in held or []
+    ]
     if _SEED in source_model.input_schema["properties"]:
         inputs[_SEED] = secrets.randbelow(_SEED_MAX)
     return source_model, style, prompt, reference, inputs
@@ -224,6 +233,15 @@ def _source_request(
         if written is not None:
             return style, written, inputs
     return None, prompt, inputs
+
+
+def _redraws(model: CatalogModel) -> bool:
+    """Whether `model` draws a new image from an image and a prompt (an upscaler does not)."""
+    return (
+        model.media_type == "image"
+        and reference_input(model) is not None
+        and ("prompt" in model.input_schema["properties"])
+    )
 
 
 def _taken(model: CatalogModel, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,26 +337,23 @@ def reference_input(model: CatalogModel) -> str | None:
     return min(model.url_inputs, default=None)
 
 
-async def _assets(session: AsyncSession, task_id: str) -> list[MediaFile]:
-    stmt = (
-        select(MediaFile)
-        .where(col(MediaFile.task_id) == task_id, col(MediaFile.kind) == KIND_RESULT)
-        .order_by(col(MediaFile.position))
-    )
-    return list((await session.scalars(stmt)).all())
-
-
 def _asset_url(
     runtime: Runtime, asset: MediaFile, model: CatalogModel, base_url: str | None
 ) -> str:
     """A signed URL of the asset that stays valid until the new task's deadline has passed."""
-    lifetime_s = model.timeout_seconds + runtime.settings.media_url_ttl_seconds
     return signed_media_url(
         asset,
         base_url=base_url_of(runtime, base_url),
         secret=runtime.signing_secret,
-        expires_at_s=now_ms() // 1000 + lifetime_s,
+        expires_at_s=_expiry_for(runtime, model),
     )
+
+
+def _expiry_for(runtime: Runtime, model: CatalogModel) -> int:
+    """When a URL a new task of `model` reads may expire: after the task's deadline, by the
+    life of a result URL."""
+    lifetime_s = model.timeout_seconds + runtime.settings.media_url_ttl_seconds
+    return now_ms() // 1000 + lifetime_s
 
 
 def _json(value: Mapping[str, Any]) -> str:

@@ -103,6 +103,23 @@ async def list_task_media(session: AsyncSession, *, task_id: str) -> list[MediaF
     return list((await session.scalars(stmt)).all())
 
 
+async def list_tasks_media(
+    session: AsyncSession, *, task_ids: list[str]
+) -> dict[str, list[MediaFile]]:
+    """The files of several tasks in one query: by task id, each in result order."""
+    if not task_ids:
+        return {}
+    stmt = (
+        select(MediaFile)
+        .where(col(MediaFile.task_id).in_(task_ids))
+        .order_by(col(MediaFile.task_id), col(MediaFile.position))
+    )
+    found: dict[str, list[MediaFile]] = {}
+    for file in (await session.scalars(stmt)).all():
+        found.setdefault(file.task_id or "", []).append(file)
+    return found
+
+
 def media_url(file: MediaFile, *, base_url: str, secret: str, ttl_s: int, now_s: int) -> str:
     """A download URL for `file` that stops working `ttl_s` seconds after `now_s`."""
     return signed_media_url(file, base_url=base_url, secret=secret, expires_at_s=now_s + ttl_s)
@@ -169,6 +186,16 @@ def signed_media_ref(url: str, *, secret: str) -> SignedRef | None:
     if not verify_media(secret, file_id, int(exp), sig, now_s=0):
         return None
     return SignedRef(file_id, matched.group(2), int(exp))
+
+
+def resigned_media_url(url: str, *, secret: str, expires_at_s: int) -> str | None:
+    """One of our media URLs, expired or not, signed again to work until `expires_at_s` (the
+    same address otherwise); None for any other URL."""
+    ref = signed_media_ref(url, secret=secret)
+    if ref is None:
+        return None
+    query = urlencode({"exp": expires_at_s, "sig": sign_media(secret, ref.file_id, expires_at_s)})
+    return urlsplit(url)._replace(query=query).geturl()
 
 
 def own_media_id(url: str, *, secret: str, now_s: int) -> str | None:

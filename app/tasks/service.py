@@ -32,7 +32,7 @@ from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_QUERY
 from app.media.models import KIND_RESULT, MediaFile
-from app.media.service import media_url
+from app.media.service import list_tasks_media, media_url
 from app.runtime import Runtime
 from app.tasks.schemas import AssetRead, TaskItem, TaskPage, TaskResponse
 
@@ -274,14 +274,5 @@ async def _total(
 
 async def _asset_ids(session: AsyncSession, task_ids: list[str]) -> dict[str, list[str]]:
     """Each task's result file ids in result order, in one query for the whole page."""
-    if not task_ids:
-        return {}
-    stmt = (
-        select(col(MediaFile.task_id), col(MediaFile.id))
-        .where(col(MediaFile.task_id).in_(task_ids), col(MediaFile.kind) == KIND_RESULT)
-        .order_by(col(MediaFile.task_id), col(MediaFile.position))
-    )
-    assets: dict[str, list[str]] = {}
-    for task_id, asset_id in (await session.execute(stmt)).all():
-        assets.setdefault(task_id, []).append(asset_id)
-    return assets
+    files = await list_tasks_media(session, task_ids=task_ids)
+    return {task_id: [f.id for f in found] for task_id, found in files.items()}

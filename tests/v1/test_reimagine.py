@@ -124,6 +124,16 @@ async def param_of(client: httpx.AsyncClient, customer: Customer, task_id: str) 
     return param
 
 
+def unsigned(param: dict[str, Any]) -> dict[str, Any]:
+    """`param` with our own media URLs cut before their signature, which a reroll renews
+    (the same file, signed to outlive the new task)."""
+    inputs = {
+        name: [url.split("?exp=", 1)[0] for url in value] if name.endswith("_urls") else value
+        for name, value in param["input"].items()
+    }
+    return {**param, "input": inputs}
+
+
 async def asset_of(
     client: httpx.AsyncClient, customer: Customer, task_id: str, index: int = 1
 ) -> dict[str, Any]:
@@ -489,7 +499,8 @@ async def test_a_task_made_by_create_task_can_be_reimagined(
         await assert_lineage_everywhere(client, customer, child, parent, action, 1)
     for parent in (made, edited):
         source_param = await param_of(client, customer, parent)
-        assert await param_of(client, customer, children[parent, "reroll"]) == source_param
+        rerolled = await param_of(client, customer, children[parent, "reroll"])
+        assert unsigned(rerolled) == unsigned(source_param)
         item = await item_of(client, customer, children[parent, "reroll"])
         assert item["style"] == ""
         varied = await param_of(client, customer, children[parent, "variation"])
@@ -498,9 +509,12 @@ async def test_a_task_made_by_create_task_can_be_reimagined(
         assert names_asset(
             varied["input"]["input_urls"][0], await asset_of(client, customer, parent)
         )
-    assert (await param_of(client, customer, children[edited, "reroll"]))["input"][
+    # The same upload, signed again to outlive the reroll.
+    (reread,) = (await param_of(client, customer, children[edited, "reroll"]))["input"][
         "input_urls"
-    ] == [asset["url"]]
+    ]
+    assert reread != asset["url"] and reread.split("?")[0] == asset["url"].split("?")[0]
+    assert (await client.get(reread)).status_code == 200
 
 
 # --------------------------------------------------------------------------- refusals
@@ -583,6 +597,16 @@ SOURCE = "<source>"  # replaced by the completed task's id
             {"task_id": SOURCE, "index": 1, "action": "upscale", "prompt": "sharper"},
             "prompt",
             "prompt: model image-upscale takes no prompt",
+        ),
+        (
+            {
+                "task_id": SOURCE,
+                "index": 1,
+                "action": "upscale",
+                "reference": ["https://example.com/a.png"],
+            },
+            "reference",
+            "reference: upscale works on the source asset alone; give no reference",
         ),
         ({"task_id": SOURCE, "index": 1, "action": "variation", "prompt": 5}, "prompt", None),
         (
@@ -825,3 +849,25 @@ async def test_concurrent_duplicates_create_one_task(world: World) -> None:
     assert len({tuple(answer.json()["ids"]) for answer in answers}) == 1
     assert await tasks_of(runtime, customer) == tasks + 1
     assert await balance_of(client, customer) == balance - cost
+
+
+async def test_a_variation_of_an_upscale_redraws_with_the_image_model(world: World) -> None:
+    """An upscaler takes an image but draws nothing new: a variation of its result is made
+    by the image-to-image model, with the prompt given."""
+    client, customer, runtime = world.client, world.customer, runtime_of(world.app)
+    upscaled = await reimagined(
+        client, customer, {"task_id": world.source, "index": 1, "action": "upscale"}
+    )
+    async with worker_running(runtime):
+        await finished(client, customer, upscaled)
+        varied = await reimagined(
+            client,
+            customer,
+            {"task_id": upscaled, "index": 1, "action": "variation", "prompt": "at dusk"},
+        )
+        await finished(client, customer, varied)
+    param = await param_of(client, customer, varied)
+    assert param["model"] == "gpt-image-2-image-to-image"
+    assert param["input"]["prompt"] == "at dusk"
+    assert names_asset(param["input"]["input_urls"][0], await asset_of(client, customer, upscaled))
+    assert_lineage(await item_of(client, customer, varied), upscaled, "variation", 1)
