@@ -6,10 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.text import NO_NUL_PATTERN
+from app.jobs.service import REQUEST_ID_MAX
 from app.keys.service import Principal, parse_bearer
 from app.runtime import Runtime
 
@@ -63,3 +65,16 @@ def require_scope(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Princ
         return principal
 
     return dependency
+
+
+RequestIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Request-Id",
+        min_length=1,
+        max_length=REQUEST_ID_MAX,
+        pattern=NO_NUL_PATTERN,
+        description="Idempotency key, unique per API key: a replay answers what the first "
+        "request created",
+    ),
+]

@@ -69,9 +69,7 @@ async def imagine(
     InvalidInput (naming the field), Conflict, TooManyActiveTasks, InsufficientCredits."""
     principal.require(Scope.TASKS_CREATE)
     request = ImagineRequest.parse(body)
-    await runtime.limiter.hit(principal, GROUP_CREATE, cost=request.n)
-    if request_id is not None:
-        check_request_id(request_id, field="X-Request-Id")
+    await _admit(runtime, principal, request_id, creations=request.n)
     style = runtime.styles.get(request.style)
     if request.model is not None:
         model = runtime.catalog.get(request.model)
@@ -117,9 +115,7 @@ async def reimagine(
     """
     principal.require(Scope.TASKS_CREATE)
     request = ReimagineRequest.parse(body)
-    await runtime.limiter.hit(principal, GROUP_CREATE)
-    if request_id is not None:
-        check_request_id(request_id, field="X-Request-Id")
+    await _admit(runtime, principal, request_id, creations=1)
     source = await session.get(Task, request.task_id)
     if source is None or source.api_key_id != principal.key_id:
         raise NotFound("task not found")
@@ -162,6 +158,16 @@ async def reimagine(
         request_hash=_hash("reimagine", body),
     )
     return TaskIds(ids=result.task_ids)
+
+
+async def _admit(
+    runtime: Runtime, principal: Principal, request_id: str | None, *, creations: int
+) -> None:
+    """Count the creations against the key's createTask limit and check the request id.
+    Raises RateLimited, InvalidInput."""
+    await runtime.limiter.hit(principal, GROUP_CREATE, cost=creations)
+    if request_id is not None:
+        check_request_id(request_id, field="X-Request-Id")
 
 
 def _action_plan(

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Insert,
+    Table,
     bindparam,
     func,
     insert,
@@ -235,7 +236,7 @@ async def create_task(
         raise
     if request_id is None:
         await session.execute(_INSERT_TASK, values)
-    elif (await session.execute(_insert_once(session), values)).scalar() is None:
+    elif (await session.execute(_once(session, _INSERTS_ONCE), values)).scalar() is None:
         await undo_debit(session, account_id=principal.account_id, amount=priced.price)
         replay = await _find_replay(session, principal, request_id, priced)
         if replay is None:  # cannot happen: the row that refused our insert is committed
@@ -257,16 +258,20 @@ async def create_task(
     return CreateResult(Task.model_construct(**values), created=True)
 
 
+def _once_per_request_id(table: Table, returned: str) -> dict[str, Insert]:
+    """By dialect: an INSERT into `table` that does nothing when the key already used the
+    request id, returning `returned` of the row it did insert."""
+    return {
+        name: dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
+        .returning(table.c[returned])
+        for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+    }
+
+
 _TASKS = Task.metadata.tables["task"]
 _INSERT_TASK = insert(_TASKS)
-_INSERTS_ONCE = {
-    "postgresql": pg_insert(_TASKS)
-    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
-    .returning(_TASKS.c.id),
-    "sqlite": sqlite_insert(_TASKS)
-    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
-    .returning(_TASKS.c.id),
-}
+_INSERTS_ONCE = _once_per_request_id(_TASKS, "id")
 # Counts the task being created too (it is inserted, uncommitted, before the ledger row), and
 # stops one past the limit: a key with a deep backlog must not make every create scan it.
 _ACTIVE_OF_KEY = (
@@ -290,9 +295,9 @@ def _active_params(key_id: str, limit: int) -> dict[str, Any]:
     return {"active_key": key_id, "active_limit": limit, "active_cap": limit + 1}
 
 
-def _insert_once(session: AsyncSession) -> Insert:
-    """INSERT that does nothing when the key already used the request id."""
-    return _INSERTS_ONCE[session.get_bind().dialect.name]
+def _once(session: AsyncSession, statements: dict[str, Insert]) -> Insert:
+    """The statement of `_once_per_request_id` for the session's database."""
+    return statements[session.get_bind().dialect.name]
 
 
 async def _find_replay(
@@ -417,7 +422,7 @@ async def create_group(
             "task_ids": json.dumps(task_ids),
             "created_at": now_ms(),
         }
-        if (await session.execute(_group_once(session), group)).scalar() is None:
+        if (await session.execute(_once(session, _GROUPS_ONCE), group)).scalar() is None:
             await undo_debit(session, account_id=principal.account_id, amount=total)
             replay = await _find_group(session, principal, request_id, request_hash)
             if replay is None:  # cannot happen: the row that refused ours is committed
@@ -443,19 +448,7 @@ async def create_group(
     return GroupResult(task_ids, created=True)
 
 
-_GROUPS = TaskGroup.metadata.tables["task_group"]
-_GROUPS_ONCE = {
-    "postgresql": pg_insert(_GROUPS)
-    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
-    .returning(_GROUPS.c.request_id),
-    "sqlite": sqlite_insert(_GROUPS)
-    .on_conflict_do_nothing(index_elements=["api_key_id", "request_id"])
-    .returning(_GROUPS.c.request_id),
-}
-
-
-def _group_once(session: AsyncSession) -> Insert:
-    return _GROUPS_ONCE[session.get_bind().dialect.name]
+_GROUPS_ONCE = _once_per_request_id(TaskGroup.metadata.tables["task_group"], "request_id")
 
 
 async def _find_group(

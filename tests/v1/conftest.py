@@ -2,8 +2,10 @@ import re
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import func, select, update
+from sqlmodel import col
 
+from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.runtime import Runtime
 from tests.conftest import Customer
@@ -51,3 +53,30 @@ async def set_created_at(runtime: Runtime, task_id: str, created_at_ms: int) -> 
 
 async def list_page(client: httpx.AsyncClient, customer: Customer, **params: Any) -> httpx.Response:
     return await client.get("/v1/tasks", params=params, headers=customer.headers)
+
+
+async def ledger_of(runtime: Runtime, customer: Customer) -> list[tuple[str, int, str | None]]:
+    """The account's ledger: (kind, amount, task id), oldest first."""
+    async with runtime.sessions() as session:
+        rows = await session.execute(
+            select(col(LedgerEntry.kind), col(LedgerEntry.amount), col(LedgerEntry.task_id))
+            .where(col(LedgerEntry.account_id) == customer.account.id)
+            .order_by(col(LedgerEntry.id))
+        )
+        return [(kind, amount, task_id) for kind, amount, task_id in rows.all()]
+
+
+async def tasks_of(runtime: Runtime, customer: Customer) -> int:
+    """How many tasks the account has, whichever surface made them."""
+    async with runtime.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).where(col(Task.account_id) == customer.account.id)
+        )
+        return int(count or 0)
+
+
+async def balance_of(client: httpx.AsyncClient, customer: Customer) -> int:
+    response = await client.get("/api/v1/account", headers=customer.headers)
+    assert response.status_code == 200, response.text
+    balance: int = response.json()["data"]["balance"]
+    return balance

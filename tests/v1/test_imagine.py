@@ -8,14 +8,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
 
 from app.core.config import Settings, TierLimits
-from app.credits.models import LedgerEntry
 from app.jobs.models import Task
-from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.support.apps import running_app, runtime_of, wait_for_terminal, worker_running
+from tests.v1.conftest import balance_of, ledger_of, tasks_of
 
 # The seed's example request, verbatim.
 SEED_EXAMPLE = {
@@ -49,31 +47,6 @@ async def record(client: httpx.AsyncClient, customer: Customer, task_id: str) ->
     assert response.status_code == 200, response.text
     item: dict[str, Any] = response.json()
     return item
-
-
-async def ledger_of(runtime: Runtime, customer: Customer) -> list[tuple[str, int, str | None]]:
-    async with runtime.sessions() as session:
-        rows = await session.execute(
-            select(LedgerEntry.kind, LedgerEntry.amount, LedgerEntry.task_id)
-            .where(LedgerEntry.account_id == customer.account.id)  # type: ignore[arg-type]
-            .order_by(LedgerEntry.id)  # type: ignore[arg-type]
-        )
-        return [(kind, amount, task_id) for kind, amount, task_id in rows.all()]
-
-
-async def tasks_of(runtime: Runtime, customer: Customer) -> int:
-    async with runtime.sessions() as session:
-        count = await session.scalar(
-            select(func.count()).where(Task.account_id == customer.account.id)  # type: ignore[arg-type]
-        )
-        return int(count or 0)
-
-
-async def balance_of(client: httpx.AsyncClient, customer: Customer) -> int:
-    response = await client.get("/api/v1/account", headers=customer.headers)
-    assert response.status_code == 200, response.text
-    balance: int = response.json()["data"]["balance"]
-    return balance
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlmodel import col
 
 from app.core.config import Settings, TierLimits
 from app.core.ids import now_ms
-from app.credits.models import LedgerEntry
 from app.jobs.models import Task
 from app.keys.service import create_api_key
 from app.media.models import MediaFile
@@ -25,7 +24,7 @@ from app.media.service import signed_media_url
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.support.apps import running_app, runtime_of, wait_for_terminal, worker_running
-from tests.v1.conftest import create_task
+from tests.v1.conftest import balance_of, create_task, ledger_of, tasks_of
 
 # The seed's reimagine example body, verbatim but for the task id it names.
 SEED_EXAMPLE = {"task_id": "task-uuid-2", "index": 1, "action": "upscale"}
@@ -160,33 +159,8 @@ async def completed(
     return task_id
 
 
-async def ledger_of(runtime: Runtime, customer: Customer) -> list[tuple[str, int, str | None]]:
-    async with runtime.sessions() as session:
-        rows = await session.execute(
-            select(col(LedgerEntry.kind), col(LedgerEntry.amount), col(LedgerEntry.task_id))
-            .where(col(LedgerEntry.account_id) == customer.account.id)
-            .order_by(col(LedgerEntry.id))
-        )
-        return [(kind, amount, task_id) for kind, amount, task_id in rows.all()]
-
-
 def movements_of(ledger: list[tuple[str, int, str | None]], task_id: str) -> list[tuple[str, int]]:
     return [(kind, amount) for kind, amount, task in ledger if task == task_id]
-
-
-async def tasks_of(runtime: Runtime, customer: Customer) -> int:
-    async with runtime.sessions() as session:
-        count = await session.scalar(
-            select(func.count()).where(col(Task.account_id) == customer.account.id)
-        )
-        return int(count or 0)
-
-
-async def balance_of(client: httpx.AsyncClient, customer: Customer) -> int:
-    response = await client.get("/api/v1/account", headers=customer.headers)
-    assert response.status_code == 200, response.text
-    balance: int = response.json()["data"]["balance"]
-    return balance
 
 
 def assert_lineage(
@@ -400,7 +374,8 @@ async def test_reroll_runs_the_same_model_style_and_parameters_again(
         client, customer, {"task_id": source, "index": 1, "action": "reroll"}
     )
     param = await param_of(client, customer, rerolled)
-    assert param == source_param  # model and every input, the style's words included
+    # The model and every input, the style's words included (our files signed anew).
+    assert unsigned(param) == unsigned(source_param)
     item = await item_of(client, customer, rerolled)
     assert item["model"] == source_item["model"] == "gpt-image-2-text-to-image"
     assert item["style"] == source_item["style"] == "product"
@@ -413,8 +388,8 @@ async def test_reroll_runs_the_same_model_style_and_parameters_again(
     )
     reworded_param = await param_of(client, customer, reworded)
     assert reworded_param["input"]["prompt"].startswith("a kettle, studio product photograph")
-    assert {k: v for k, v in reworded_param["input"].items() if k != "prompt"} == {
-        k: v for k, v in source_param["input"].items() if k != "prompt"
+    assert {k: v for k, v in unsigned(reworded_param)["input"].items() if k != "prompt"} == {
+        k: v for k, v in unsigned(source_param)["input"].items() if k != "prompt"
     }
     async with worker_running(runtime):
         for task_id in (rerolled, reworded):

@@ -1,15 +1,15 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel
 
-from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from app.api.deps import PrincipalDep, RequestIdHeader, RuntimeDep, SessionDep
 from app.api.envelope import Envelope, error_responses, ok
 from app.callbacks.schemas import CallbackList
 from app.callbacks.service import read_callbacks, redeliver_callback
-from app.core.text import NO_NUL_PATTERN, SafeText
+from app.core.text import SafeText
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
-from app.jobs.service import REQUEST_ID_MAX, cancel_task, create_task, estimate_task
+from app.jobs.service import cancel_task, create_task, estimate_task
 from app.jobs.views import base_url_of, describe_task, read_task
 
 router = APIRouter(
@@ -29,16 +29,6 @@ CreateBody = Annotated[
         description="`model`, the inputs (inside `input`, or directly beside `model`), and "
         "optionally `callBackUrl` / `callbackUrl`. See GET /api/v1/models for inputs.",
         examples=[_CREATE_EXAMPLE],
-    ),
-]
-RequestIdHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Request-Id",
-        min_length=1,
-        max_length=REQUEST_ID_MAX,
-        pattern=NO_NUL_PATTERN,
-        description="Idempotency key, unique per API key",
     ),
 ]
 TaskIdQuery = Annotated[SafeText, Query(alias="taskId", min_length=1, max_length=200)]

@@ -25,15 +25,14 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
-from app.api.deps import PrincipalDep, RuntimeDep, SessionDep
-from app.core.text import NO_NUL_PATTERN, SafeText
+from app.api.deps import PrincipalDep, RequestIdHeader, RuntimeDep, SessionDep
+from app.core.text import SafeText
 from app.imagine.schemas import N_MAX, StyleList, StyleRead, TaskIds
 from app.imagine.service import imagine, reimagine
-from app.jobs.service import REQUEST_ID_MAX
 from app.jobs.views import base_url_of
 from app.tasks.schemas import AssetRead, Message, TaskItem, TaskPage
 from app.tasks.service import (
@@ -215,16 +214,6 @@ _IMAGINE_EXAMPLE = {
     "reference": ["https://example.com/ref1.jpg", "https://example.com/ref2.jpg"],
 }
 _REIMAGINE_EXAMPLE = {"task_id": "task-uuid-2", "index": 1, "action": "upscale"}
-RequestIdHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Request-Id",
-        min_length=1,
-        max_length=REQUEST_ID_MAX,
-        pattern=NO_NUL_PATTERN,
-        description="Idempotency key, unique per API key: a replay answers the same ids",
-    ),
-]
 ImagineBody = Annotated[
     dict[str, Any],
     Body(
