@@ -302,3 +302,32 @@ async def test_concurrent_replays_of_one_group_create_it_once(roomy: Settings) -
         assert await balance_of(client, customer) == 100 - 4 * 4
         held = [k for k, _, _ in await ledger_of(runtime, customer) if k == "hold"]
         assert len(held) == 4
+
+
+async def test_the_three_routes_are_documented_with_the_seeds_examples(
+    idle_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = idle_app
+    document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    imagine_body = paths["/v1/imagine"]["post"]["requestBody"]["content"]["application/json"]
+    assert imagine_body["example"] == SEED_EXAMPLE
+    assert imagine_body["schema"] == {"$ref": "#/components/schemas/Imagine"}
+    variants = document["components"]["schemas"]["Imagine"]["oneOf"]
+    assert "gpt-image-1" in [v["title"] for v in variants]
+    reimagine_body = paths["/v1/reimagine"]["post"]["requestBody"]["content"]["application/json"]
+    assert reimagine_body["example"] == {"task_id": "task-uuid-2", "index": 1, "action": "upscale"}
+    answers = paths["/v1/imagine"]["post"]["responses"]
+    assert answers["200"]["content"]["application/json"]["example"] == {
+        "ids": ["task-uuid-1", "task-uuid-2"]
+    }
+    listed = paths["/v1/tasks"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["example"]["tasks"][0]["request"]["prompt"] == SEED_EXAMPLE["prompt"]
+    for path in ("/v1/imagine", "/v1/reimagine", "/v1/tasks"):
+        for status in ("400", "401", "403", "429", "500"):
+            operation = next(iter(paths[path].values()))
+            assert operation["responses"][status]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Message"
+            }, (path, status)
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
