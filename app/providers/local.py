@@ -21,7 +21,6 @@ from app.providers.local_render import (
     size_for,
     upscale_image,
 )
-from app.providers.local_video import render_video
 
 _DIRECTIVE = re.compile(r"\[\[(fail|delay):([a-z_0-9]+)\]\]")
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -93,6 +92,9 @@ def _render(scene: str, params: Mapping[str, Any], sources: list[bytes]) -> Outp
 
 
 def _render_video(params: Mapping[str, Any], sources: list[bytes]) -> Output:
+    # PyAV (and FFmpeg's libraries) load with the first video, not with every process.
+    from app.providers.local_video import render_video
+
     width, height = size_for(
         str(params.get("aspect_ratio", "16:9")), params.get("resolution"), media="video"
     )

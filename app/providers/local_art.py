@@ -13,9 +13,12 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from PIL import Image, ImageDraw, ImageFont
+# Pillow is imported where it draws: the API and the workers import this module's pure
+# helpers at start and should not pay for Pillow until something is rendered.
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
 
 Quality = Literal["low", "medium", "high"]
 QUALITIES: tuple[Quality, ...] = ("low", "medium", "high")
@@ -59,6 +62,8 @@ def prompt_backdrop(
 
     ValueError only for an unknown quality.
     """
+    from PIL import Image, ImageDraw
+
     check_quality(quality)
     rng = prompt_rng(prompt, "backdrop")
     palette = prompt_palette(rng)
@@ -144,6 +149,8 @@ def _draw_shapes(draw: ImageDraw.ImageDraw, shapes: list[_Shape], scale: float) 
 
 def draw_texture(image: Image.Image, prompt: str, palette: list[RGB]) -> None:
     """Fine engraving lines and specks of light, blended onto an RGB image in place."""
+    from PIL import ImageDraw
+
     rng = prompt_rng(prompt, "texture")
     width, height = image.size
     draw = ImageDraw.Draw(image, "RGBA")
@@ -176,6 +183,8 @@ class Caption:
 
 def make_caption(prompt: str, width: int, height: int) -> Caption | None:
     """Word-wrapped prompt on a dark panel sized for the image; None when it cannot fit."""
+    from PIL import Image, ImageDraw
+
     # Four lines at the smallest size never show more than this; the cap bounds the work.
     text = " ".join(prompt.split())[:600]
     if not text:
@@ -209,6 +218,8 @@ def make_caption(prompt: str, width: int, height: int) -> Caption | None:
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
+    from PIL import ImageFont
+
     font = ImageFont.load_default(size=size)
     if not isinstance(font, ImageFont.FreeTypeFont):
         raise RuntimeError("Pillow was built without FreeType, which captions need")

@@ -17,9 +17,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.providers.local_art import (
     RGB,
@@ -31,6 +29,11 @@ from app.providers.local_art import (
     prompt_palette,
     prompt_rng,
 )
+
+# Pillow is imported where it is used: MediaInfo and the size helpers are imported by the
+# API at start, which should not pay for Pillow until something is rendered or probed.
+if TYPE_CHECKING:
+    from PIL import Image
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 
@@ -130,6 +133,8 @@ def _round_to(value: float, multiple: int) -> int:
 
 def decode_image(data: bytes, *, keep_alpha: bool = False) -> Image.Image:
     """Decode, EXIF-orient and load image bytes; ValueError "input image could not be decoded"."""
+    from PIL import Image, ImageOps
+
     try:
         image = Image.open(io.BytesIO(data))
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
@@ -180,6 +185,8 @@ def encode_image(
 
 
 def _reduce_palette(image: Image.Image) -> Image.Image:
+    from PIL import Image
+
     # Median cut picks the best palette for gradients but is slow on 4K; choosing it from a
     # copy of at most ~256k pixels and mapping the full image onto it is 8x faster.
     if image.mode == "RGBA":
@@ -242,6 +249,8 @@ def render_image_to_image(
 
     ValueError on a bad input image, size, format or quality.
     """
+    from PIL import Image, ImageEnhance, ImageOps
+
     _check_format(output_format)
     check_quality(quality)
     if not sources:
@@ -269,6 +278,8 @@ def render_image_to_image(
 
 
 def _finish(image: Image.Image, quality: Quality, prompt: str, palette: list[RGB]) -> Image.Image:
+    from PIL import Image, ImageFilter
+
     if quality == "low" and min(image.size) >= 2:
         # Rendered at half size and scaled back up: fine detail is gone, as in a quick draft.
         return image.reduce(2).resize(image.size, Image.Resampling.BILINEAR)
@@ -281,6 +292,8 @@ def _finish(image: Image.Image, quality: Quality, prompt: str, palette: list[RGB
 
 
 def _stylise(image: Image.Image, rng: random.Random) -> Image.Image:
+    from PIL import Image, ImageFilter, ImageOps
+
     style = rng.choice(("posterize", "crisp", "ink"))
     if style == "posterize":
         return ImageOps.posterize(image, rng.randint(4, 5))
@@ -313,6 +326,8 @@ def _check_size(width: int, height: int, *, minimum: int = MIN_SIDE) -> None:
 
 def upscale_image(source: bytes, *, factor: Literal[2, 4], output_format: ImageFormat) -> bytes:
     """Lanczos-resample to exactly `factor`x each side; ValueError on bad input or > 8192 px."""
+    from PIL import Image
+
     _check_format(output_format)
     if factor not in (2, 4):
         raise ValueError(f"unsupported upscale factor {factor!r}: expected 2 or 4")
@@ -328,6 +343,8 @@ def upscale_image(source: bytes, *, factor: Literal[2, 4], output_format: ImageF
 
 def probe_media(data: bytes) -> MediaInfo:
     """Content type, size, duration and format of image or video bytes; ValueError if unreadable."""
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt = (image.format or "").lower()
@@ -335,7 +352,8 @@ def probe_media(data: bytes) -> MediaInfo:
             return MediaInfo(content_type, image.width, image.height, None, fmt)
     except (OSError, Image.DecompressionBombError, SyntaxError):
         pass  # Not an image Pillow knows; try it as a video container.
-    # Deferred because local_video imports this module for its drawing helpers.
+    # Deferred: local_video imports this module for its drawing helpers, and PyAV is only
+    # loaded once a file turns out not to be an image.
     from app.providers.local_video import probe_video
 
     return probe_video(data)
