@@ -499,11 +499,20 @@ def _since_ms(since: str) -> int:
 def serve(
     host: Annotated[str | None, typer.Option(help="Defaults to GENGATE_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to GENGATE_PORT.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes on the one port (uvicorn workers). Above 1 needs PostgreSQL "
+            "and Redis; each process also runs embedded task workers unless "
+            "GENGATE_WORKERS_IN_PROCESS is false (they share the work through the database).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API and the MCP server (and, embedded, the workers)."""
     from app.serve import serve as run_server
 
-    run_server(Settings(), host=host, port=port)
+    run_server(Settings(), host=host, port=port, workers=workers)
 
 
 @app.command("worker")

@@ -1,4 +1,11 @@
-"""`gengate serve`: in development, migrate and make a dev key first; then run uvicorn."""
+"""`gengate serve`: in development, migrate and make a dev key first; then run uvicorn.
+
+With `--workers N` above 1, uvicorn runs N API processes on one socket. Each builds the app
+from the environment (`app.main:create_app`) and, unless GENGATE_WORKERS_IN_PROCESS is
+false, runs its own embedded task workers: they share the work through the database's
+claims and leases, as `gengate worker` processes do. What must happen once (migrations, the
+dev key, the development signing secret) happens here, in the parent, before they start.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,15 @@ import asyncio
 import uvicorn
 from rich.console import Console
 
+from app.cli_errors import CommandFailed
 from app.core.config import Settings
 from app.core.logging import log_config
 from app.db.migrate import upgrade_database
 from app.devkey import dev_key_path, ensure_dev_key
 from app.main import create_app
 from app.runtime import Runtime
+
+APP_FACTORY = "app.main:create_app"
 
 
 async def _prepare_development(settings: Settings) -> str | None:
@@ -26,7 +36,35 @@ async def _prepare_development(settings: Settings) -> str | None:
         await runtime.close()
 
 
-def serve(settings: Settings, *, host: str | None, port: int | None) -> None:
+def check_workers(settings: Settings, workers: int) -> None:
+    """Refuse more than one API process where the processes could not share their state.
+
+    SQLite is one file with one writer: several processes writing it (each with its own
+    embedded workers) would contend for its lock, which the embedded mode never has to.
+    Without Redis, rate-limit counters, wake-ups and key revocations live in each process,
+    so N processes would each grant a key its full limit.
+    """
+    if workers < 1:
+        raise CommandFailed("--workers must be at least 1", field="workers", exit_code=2)
+    if workers == 1:
+        return
+    needs, reasons = [], []
+    if settings.is_sqlite:
+        needs.append("PostgreSQL (GENGATE_DATABASE_URL)")
+        reasons.append("SQLite has a single writer")
+    if not settings.redis_url:
+        needs.append("Redis (GENGATE_REDIS_URL)")
+        reasons.append("without Redis, rate limits and wake-ups are counted per process")
+    if needs:
+        raise CommandFailed(
+            f"--workers {workers} needs {' and '.join(needs)}: {'; '.join(reasons)}. "
+            "Use --workers 1 otherwise",
+            field="workers",
+        )
+
+
+def serve(settings: Settings, *, host: str | None, port: int | None, workers: int = 1) -> None:
+    check_workers(settings, workers)
     # The dev key goes to stdout, once; the server's log stream (stderr) never carries a key.
     console = Console()
     if settings.env == "development":
@@ -38,8 +76,19 @@ def serve(settings: Settings, *, host: str | None, port: int | None) -> None:
             console.print(key, highlight=False, soft_wrap=True)
         else:
             console.print(f"development API key: see {path}")
+    if workers > 1:
+        try:
+            # Outside production the secret may be generated under var_dir: once, here, so
+            # every process signs media URLs with the same one.
+            settings.resolve_signing_secret()
+        except RuntimeError as exc:
+            raise CommandFailed(str(exc)) from None
     uvicorn.run(
-        create_app(settings),
+        # Processes uvicorn spawns build the app from an import string and the environment
+        # this one read; one process serves the app built from these very settings.
+        APP_FACTORY if workers > 1 else create_app(settings),
+        factory=workers > 1,
+        workers=workers,
         host=host or settings.host,
         port=port or settings.port,
         log_config=log_config(settings.log_level),
