@@ -16,6 +16,7 @@ from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.db.hooks import Listener
 from app.imagine.styles import Styles, check_imagine_models, load_styles
 from app.jobs.notify import Notifier
+from app.jobs.viewcache import TASK_CHANGED, TaskViewCache
 from app.keys.cache import KeyCache
 from app.keys.service import KEY_REVOKED
 from app.limits.service import RateLimiter
@@ -38,6 +39,7 @@ class Runtime:
     limiter: RateLimiter
     notifier: Notifier
     keys: KeyCache
+    task_views: TaskViewCache
     media_store: LocalMediaStore
     channels: Channels
     http: httpx.AsyncClient
@@ -57,8 +59,13 @@ class Runtime:
             publish=notifier.key_revoked if redis is not None else None,
         )
         notifier.on_key_revoked = keys.drop
+        task_views = TaskViewCache(ttl_s=settings.resolved_task_view_cache_seconds)
+        notifier.on_task_changed = task_views.changed
         await notifier.start()
-        listeners: dict[str, Listener] = {KEY_REVOKED: keys.revoked}
+        listeners: dict[str, Listener] = {
+            KEY_REVOKED: keys.revoked,
+            TASK_CHANGED: notifier.task_changed,
+        }
         sessions = create_session_factory(engine, listeners=listeners)
         signing_secret = settings.resolve_signing_secret()
         media_store = LocalMediaStore(settings.resolved_media_root)
@@ -88,6 +95,7 @@ class Runtime:
             limiter=RateLimiter(settings),
             notifier=notifier,
             keys=keys,
+            task_views=task_views,
             media_store=media_store,
             channels=channels,
             http=http,

@@ -33,6 +33,11 @@ def ok(data: T) -> Envelope[T]:
     return Envelope[T](data=data)
 
 
+def ok_json(data_json: bytes) -> bytes:
+    """The success envelope around data already serialised: the bytes `ok(data)` dumps to."""
+    return b'{"code":200,"msg":"success","data":' + data_json + b"}"
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting the error envelope for each status."""
     return {status: {"model": ErrorEnvelope} for status in statuses}

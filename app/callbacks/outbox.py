@@ -14,6 +14,7 @@ from app.core.ids import new_id, now_ms
 from app.db.hooks import after_commit
 from app.jobs.models import ACTIVE_STATUSES, Task
 from app.jobs.notify import Notifier
+from app.jobs.viewcache import task_changed_after_commit
 
 _INSERT_DELIVERY = insert(CallbackDelivery.metadata.tables["callback_delivery"])
 
@@ -46,6 +47,7 @@ async def enqueue_callback(
         },
     )
     after_commit(session, notifier.wake_deliveries)
+    task_changed_after_commit(session, task_id)  # its callbackState is pending again
     return delivery_id
 
 

@@ -9,6 +9,7 @@ from sqlmodel import col
 
 from app.callbacks.models import CallbackAttempt, CallbackDelivery, DeliveryStatus
 from app.core.ids import now_ms
+from app.jobs.viewcache import task_changed_after_commit
 
 
 async def claim_due_deliveries(
@@ -105,4 +106,7 @@ async def record_attempt(
         )
         .returning(col(CallbackDelivery.id))
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    kept = (await session.execute(stmt)).scalar_one_or_none() is not None
+    if kept and finished:  # the task's callbackState is delivered or failed now
+        task_changed_after_commit(session, delivery.task_id)
+    return kept

@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.core.ids import now_ms
 from app.jobs.models import ACTIVE_STATUSES, Task
+from app.jobs.viewcache import task_changed_after_commit
 
 # Where the upstreams we speak put their job id in a callback body: ModelArk and Replicate
 # `id`, fal `request_id`, a kie-style upstream `data.taskId`.
@@ -54,4 +55,6 @@ async def poll_now(session: AsyncSession, *, channel: str, ids: Iterable[str]) -
         .values(due_at=now, updated_at=now)
         .returning(col(Task.id))
     )
-    return len(list((await session.execute(stmt)).scalars()))
+    polled = list((await session.execute(stmt)).scalars())
+    task_changed_after_commit(session, *polled)
+    return len(polled)

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         "processes (the CLI, a second API process) are bounded only by this. none: 60 with "
         "Redis, 5 without",
     )
+    task_view_cache_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a process may answer recordInfo for an unchanged task from "
+        "memory. Changes reach every process at once through Redis (or within the process); "
+        "this bounds what a change made elsewhere without Redis can leave unseen. 0: off. "
+        "none: 30 with Redis, 2 without",
+    )
 
     # Jobs and workers
     catalog_path: Path | None = Field(
@@ -357,6 +365,12 @@ class Settings(BaseSettings):
         if self.key_cache_seconds is not None:
             return self.key_cache_seconds
         return 60.0 if self.redis_url else 5.0
+
+    @property
+    def resolved_task_view_cache_seconds(self) -> float:
+        if self.task_view_cache_seconds is not None:
+            return self.task_view_cache_seconds
+        return 30.0 if self.redis_url else 2.0
 
     def tier_limits(self, tier: str) -> TierLimits:
         return self.tiers.get(tier) or self.tiers[self.default_tier]

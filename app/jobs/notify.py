@@ -1,4 +1,5 @@
-"""Wake-ups: new work for workers, finished tasks for waiters.
+"""Wake-ups: new work for workers, finished tasks for waiters, changed tasks for the
+recordInfo cache (app.jobs.viewcache).
 
 In process an asyncio.Event does it; with Redis, a pub/sub channel carries the same
 signals to every process. Signals are hints: the lease scan still finds everything.
@@ -34,12 +35,16 @@ class Notifier:
         self._work_channel = f"{prefix}:wake"
         self._done_channel = f"{prefix}:done"
         self._keys_channel = f"{prefix}:keys"
+        self._changed_channel = f"{prefix}:changed"
         self.work = asyncio.Event()
         # The callback dispatcher's own flag: it runs beside the task loop, which clears
         # `work` when it claims, so each loop needs an event it alone clears.
         self.deliveries = asyncio.Event()
         # Called with a key hash when another process announces a revocation.
         self.on_key_revoked: Callable[[str], None] | None = None
+        # Called with a task id when a task changed, here or in another process.
+        self.on_task_changed: Callable[[str], None] | None = None
+        self._changed_ids: set[str] = set()
         self._wake_in_flight = False
         self._wake_again = False
         self._stopped = False
@@ -50,7 +55,9 @@ class Notifier:
     async def start(self) -> None:
         if self._redis is not None:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(self._work_channel, self._done_channel, self._keys_channel)
+            await pubsub.subscribe(
+                self._work_channel, self._done_channel, self._keys_channel, self._changed_channel
+            )
             self._listener = asyncio.create_task(self._listen(pubsub), name="notifier")
 
     async def stop(self) -> None:
@@ -98,7 +105,26 @@ class Notifier:
         """Tell the other processes' key caches to forget a key."""
         self._publish(self._keys_channel, key_hash)
 
+    def task_changed(self, task_id: str) -> None:
+        """A committed change to what recordInfo shows of the task: forget it here at once,
+        and tell the other processes (the ids of one loop turn go in one publish)."""
+        if self.on_task_changed is not None:
+            self.on_task_changed(task_id)
+        if self._redis is None or self._stopped:
+            return
+        if not self._changed_ids:
+            asyncio.get_running_loop().call_soon(self._publish_changed)
+        self._changed_ids.add(task_id)
+
+    def _publish_changed(self) -> None:
+        ids, self._changed_ids = self._changed_ids, set()
+        self._publish(self._changed_channel, " ".join(sorted(ids)))
+
     def task_finished(self, task_id: str) -> None:
+        """The task succeeded or failed: wake its waiters, and forget its old answer (here
+        and, through the same message, in every other process)."""
+        if self.on_task_changed is not None:
+            self.on_task_changed(task_id)
         self._release(task_id)
         self._publish(self._done_channel, task_id)
 
@@ -155,8 +181,15 @@ class Notifier:
                     elif channel == self._keys_channel:
                         if self.on_key_revoked is not None:
                             self.on_key_revoked(message["data"].decode())
-                    else:
-                        self._release(message["data"].decode())
+                    elif channel == self._changed_channel:
+                        if self.on_task_changed is not None:
+                            for task_id in message["data"].decode().split():
+                                self.on_task_changed(task_id)
+                    else:  # a task finished
+                        task_id = message["data"].decode()
+                        if self.on_task_changed is not None:
+                            self.on_task_changed(task_id)
+                        self._release(task_id)
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise

@@ -6,12 +6,15 @@ getting different rows. SQLite: the single writer gives the same exclusivity.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.core.ids import now_ms
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus
+from app.jobs.viewcache import task_changed_after_commit
 
 
 async def claim_due_tasks(
@@ -50,7 +53,9 @@ async def claim_due_tasks(
         .returning(Task)
         .execution_options(synchronize_session=False)
     )
-    return list((await session.execute(stmt)).scalars())
+    claimed = list((await session.execute(stmt)).scalars())
+    task_changed_after_commit(session, *(task.id for task in claimed))
+    return claimed
 
 
 async def renew_lease(
@@ -71,7 +76,7 @@ async def renew_lease(
         .values(**values)
         .returning(col(Task.id))
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    return await _changed(session, stmt)
 
 
 async def release_task(
@@ -104,7 +109,7 @@ async def release_task(
         .values(**values)
         .returning(col(Task.id))
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    return await _changed(session, stmt)
 
 
 async def assign_channel(session: AsyncSession, *, task_id: str, owner: str, channel: str) -> bool:
@@ -116,4 +121,14 @@ async def assign_channel(session: AsyncSession, *, task_id: str, owner: str, cha
         .values(channel=channel, updated_at=now_ms())
         .returning(col(Task.id))
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    return await _changed(session, stmt)
+
+
+async def _changed(session: AsyncSession, stmt: Any) -> bool:
+    """Run an UPDATE of one task that returns its id; whether it matched (and, if it did,
+    announce the change once it commits)."""
+    task_id = (await session.execute(stmt)).scalar_one_or_none()
+    if task_id is None:
+        return False
+    task_changed_after_commit(session, task_id)
+    return True

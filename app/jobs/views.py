@@ -29,6 +29,7 @@ from app.core.ids import now_ms
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import CallbackState, TaskRead
+from app.jobs.viewcache import CachedView
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_QUERY
@@ -51,6 +52,37 @@ async def get_task(session: AsyncSession, *, principal: Principal, task_id: str 
     return task
 
 
+async def read_task_json(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    task_id: str | None,
+    base_url: str,
+) -> CachedView:
+    """recordInfo serialised, with its ETag: from memory while the task has not changed since
+    this process last read it (see app.jobs.viewcache), else read and kept. Raises
+    RateLimited, InvalidInput, NotFound."""
+    principal.require(Scope.TASKS_READ)
+    await runtime.limiter.hit(principal, GROUP_QUERY)
+    if not task_id:
+        raise InvalidInput("taskId is required", field="taskId")
+    cache = runtime.task_views
+    kept = cache.get(task_id, principal.key_id)
+    if kept is not None:
+        return kept
+    since = cache.begin()
+    view = await _read_task(
+        session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
+    )
+    answer = CachedView.of(
+        principal.key_id, view.model_dump_json(by_alias=True).encode(), ttl_s=cache.ttl_s
+    )
+    if view.stage != "queued":  # a queued task's place moves without the task changing
+        cache.put(task_id, answer, since=since)
+    return answer
+
+
 async def read_task(
     session: AsyncSession,
     *,
@@ -64,6 +96,14 @@ async def read_task(
     await runtime.limiter.hit(principal, GROUP_QUERY)
     if not task_id:
         raise InvalidInput("taskId is required", field="taskId")
+    return await _read_task(
+        session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
+    )
+
+
+async def _read_task(
+    session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str, base_url: str
+) -> TaskRead:
     # One statement: the task of this key and, while it is queued, its place in the queue.
     row = (
         await session.execute(_READ_TASK, {"task_id": task_id, "key_id": principal.key_id})

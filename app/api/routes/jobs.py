@@ -1,16 +1,16 @@
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from pydantic import BaseModel
 
 from app.api.deps import PrincipalDep, RequestIdHeader, RuntimeDep, SessionDep
-from app.api.envelope import Envelope, error_responses, ok
+from app.api.envelope import Envelope, error_responses, ok, ok_json
 from app.callbacks.schemas import CallbackList
 from app.callbacks.service import read_callbacks, redeliver_callback
 from app.core.text import SafeText
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
 from app.jobs.service import cancel_task, create_task, estimate_task
-from app.jobs.views import base_url_of, describe_task, read_task
+from app.jobs.views import base_url_of, describe_task, read_task_json
 
 router = APIRouter(
     prefix="/api/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 403, 429)
@@ -68,7 +68,10 @@ async def create(
     "/recordInfo",
     summary="A task's state and results",
     response_model=Envelope[TaskRead],
-    responses=error_responses(404),
+    responses={
+        **error_responses(404),
+        304: {"description": "Not modified: `If-None-Match` names the current ETag"},
+    },
 )
 async def record_info(
     request: Request,
@@ -76,15 +79,36 @@ async def record_info(
     principal: PrincipalDep,
     runtime: RuntimeDep,
     task_id: TaskIdQuery,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            max_length=2000,
+            description="The ETag of an answer you hold: 304 while the task has not changed",
+        ),
+    ] = None,
 ) -> Response:
-    view = await read_task(
+    """Every answer carries an ETag; polling with `If-None-Match` costs no body while the
+    task has not changed."""
+    view = await read_task_json(
         session,
         runtime=runtime,
         principal=principal,
         task_id=task_id,
         base_url=base_url_of(runtime, str(request.base_url)),
     )
-    return _ok(view)
+    headers = {"ETag": view.etag}
+    held = _etags(if_none_match)
+    if view.etag in held or "*" in held:
+        return Response(status_code=304, headers=headers)
+    return Response(ok_json(view.body), media_type="application/json", headers=headers)
+
+
+def _etags(if_none_match: str | None) -> set[str]:
+    """The entity tags an If-None-Match lists, weak ones compared as strong (RFC 9110)."""
+    if not if_none_match:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
 
 
 @router.post("/estimate", summary="The price of a request; nothing is created")

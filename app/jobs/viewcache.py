@@ -1,0 +1,98 @@
+"""recordInfo answers kept in process memory, so a client polling a task that has not changed
+costs no database round trip.
+
+An entry is dropped when the task changes: every statement that changes what recordInfo
+shows announces the task after its commit (TASK_CHANGED, see app.db.hooks), and the
+notifier carries that to every process through Redis. A read that was under way while the
+task changed does not store what it read: `begin` before reading, `put` refuses an answer
+older than the task's last change seen here. An entry also expires after `ttl_s`, which
+bounds what a lost announcement (a Redis outage) or a change from a process without Redis
+can leave stale.
+
+Queued tasks are not kept: their queue position moves whenever a task ahead of them starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.hooks import announce_after_commit
+
+TASK_CHANGED = "task_changed"
+
+
+def task_changed_after_commit(session: AsyncSession, *task_ids: str) -> None:
+    """Announce, once the transaction commits, that these tasks changed what recordInfo shows
+    of them. Every statement that changes a task's row or its callback state calls it."""
+    for task_id in task_ids:
+        announce_after_commit(session, TASK_CHANGED, task_id)
+
+
+@dataclass(frozen=True)
+class CachedView:
+    """A serialised recordInfo answer and its ETag."""
+
+    key_id: str
+    body: bytes
+    etag: str
+    expires_at: float  # time.monotonic()
+
+    @classmethod
+    def of(cls, key_id: str, body: bytes, *, ttl_s: float) -> CachedView:
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        return cls(key_id, body, etag, time.monotonic() + ttl_s)
+
+
+class TaskViewCache:
+    def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._views: OrderedDict[str, CachedView] = OrderedDict()
+        # The change counter when each task last changed, for the tasks changed lately; a
+        # task forgotten here changed no later than `_forgotten`.
+        self._clock = 0
+        self._changed: OrderedDict[str, int] = OrderedDict()
+        self._forgotten = 0
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
+
+    def get(self, task_id: str, key_id: str) -> CachedView | None:
+        view = self._views.get(task_id)
+        if view is None or view.key_id != key_id:
+            return None
+        if time.monotonic() >= view.expires_at:
+            del self._views[task_id]
+            return None
+        self._views.move_to_end(task_id)
+        return view
+
+    def begin(self) -> int:
+        """A mark to take before reading a task for `put`."""
+        return self._clock
+
+    def put(self, task_id: str, view: CachedView, *, since: int) -> None:
+        """Keep `view`, read after `since` (begin()), unless the task changed meanwhile."""
+        changed = self._changed.get(task_id, self._forgotten)
+        if changed > since or self._ttl_s <= 0:
+            return
+        self._views[task_id] = view
+        self._views.move_to_end(task_id)
+        while len(self._views) > self._max:
+            self._views.popitem(last=False)
+
+    def changed(self, task_id: str) -> None:
+        """The task changed (here or in another process): forget its answer."""
+        self._clock += 1
+        self._views.pop(task_id, None)
+        self._changed[task_id] = self._clock
+        self._changed.move_to_end(task_id)
+        while len(self._changed) > self._max:
+            _task, when = self._changed.popitem(last=False)
+            self._forgotten = max(self._forgotten, when)
