@@ -1,10 +1,22 @@
 """`make bench`: gengate against a bare Starlette + psycopg baseline on the same PostgreSQL.
 
-Stages run one after the other, each with ONE uvicorn process under test; a phase is a
-small function `(bench, server) -> result dict` run while its stage's server is up. The
+Stages run one after the other, each with ONE uvicorn process under test unless it says
+otherwise; a phase is a small function `(bench, server) -> result dict` run while its
+stage's server is up. The memory stage (bench/memory.py) runs `gengate serve` (workers
+embedded) and then one `gengate worker`, and reads their idle RSS; the gengate-2 stage runs
+`gengate serve --workers 2` for createTask and recordInfo on two API processes. The
 callbacks stage (bench/callbacks.py) also runs one `gengate worker` and a receiver process;
 the tasks stage (bench/tasks.py) starts the baseline beside gengate for one of its phases.
 Exit code 0 whatever the targets say; non-zero only when the bench itself broke.
+
+Settings (environment), so a bench can run beside other work on the same servers:
+  BENCH_DATABASE_PREFIX  the name of the bench's main PostgreSQL database and the prefix of
+                         every other one it creates and drops (`<prefix>_pickup`,
+                         `_callbacks`, `_polls`, `_tasks`, `_memory`, `_two`); default
+                         `gengate_bench`. The server is postgres@127.0.0.1:5432.
+  BENCH_REDIS_URL        the Redis of every gengate under test; default
+                         redis://127.0.0.1:6379/0 (the callbacks stage: /3). Keys go under a
+                         prefix of the run's own and are deleted at the end.
 """
 
 from __future__ import annotations
@@ -29,12 +41,13 @@ import psycopg
 import redis
 from rich.console import Console
 
-from bench import callbacks, db, gengate, loadgen, polls, report, tasks
+from bench import callbacks, db, gengate, loadgen, memory, polls, report, tasks
 from bench.gengate import Gengate
-from bench.servers import BenchError, Server, running
+from bench.servers import BenchError, Server, running, serve_command, wait_all_answering
 
-DB_NAME = "gengate_bench"
-PICKUP_DB_NAME = "gengate_bench_pickup"
+DB_NAME = db.database_name()
+PICKUP_DB_NAME = db.database_name("pickup")
+TWO_DB_NAME = db.database_name("two")
 PICKUP_SAMPLES = 30
 PICKUP_WARMUP = 1
 RESULTS = Path(__file__).parent / "results" / "latest.json"
@@ -52,6 +65,7 @@ class Bench:
     body_file: Path
     mcp_body_file: Path
     gengates: dict[str, Gengate] = field(default_factory=dict)  # stage name -> its gengate
+    results: report.Results = field(default_factory=dict)  # the phases run so far
 
 
 Phase = Callable[[Bench, Server], dict[str, Any]]
@@ -113,6 +127,28 @@ def start_gengate_tasks(bench: Bench) -> Iterator[Server]:
         yield server
 
 
+@contextmanager
+def start_gengate_two(bench: Bench) -> Iterator[Server]:
+    """`gengate serve --workers 2`, no embedded workers, like the one-process stage but on a
+    database of its own (recordInfo reads back tasks of its own key only)."""
+    var_dir = bench.work / "gengate-2"
+    var_dir.mkdir()
+    env = gengate.make_env(db.reset_database(TWO_DB_NAME), var_dir, bench.redis_prefix)
+    prepared = gengate.prepare({**env, "GENGATE_LOG_LEVEL": "WARNING"})  # no access log
+    bench.gengates["gengate-2"] = prepared
+    command = lambda port: serve_command(port, workers=2)  # noqa: E731
+    with running("gengate-2", "", prepared.with_workers(False), LOG_DIR, command=command) as server:
+        wait_all_answering(server, 2)
+        yield server
+
+
+@contextmanager
+def start_gengate_memory(bench: Bench) -> Iterator[Server]:
+    with memory.serve_api(bench.work, bench.redis_prefix, LOG_DIR) as (server, prepared):
+        bench.gengates["gengate-memory"] = prepared
+        yield server
+
+
 def start_gengate_workers(bench: Bench) -> AbstractContextManager[Server]:
     # A database of its own: the throughput phases left thousands of queued tasks behind.
     return _gengate(bench, "gengate-workers", db.reset_database(PICKUP_DB_NAME), workers=True)
@@ -138,21 +174,47 @@ def _floor(layer: str) -> Phase:
     return phase
 
 
-def gengate_create(bench: Bench, server: Server) -> dict[str, Any]:
-    headers = bench.gengates["gengate"].auth
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-        _create_task(client)  # one checked answer before the load
-    url = server.url + gengate.CREATE_PATH
-    return loadgen.load(url, "post.lua", [str(bench.body_file)], headers)
+def _gengate_create(stage: str, one_process: str | None = None) -> Phase:
+    """createTask under load; with `one_process`, the notes compare with that phase."""
+
+    def phase(bench: Bench, server: Server) -> dict[str, Any]:
+        headers = bench.gengates[stage].auth
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+            _create_task(client)  # one checked answer before the load
+        url = server.url + gengate.CREATE_PATH
+        result = loadgen.load(url, "post.lua", [str(bench.body_file)], headers)
+        return _against(result, bench, one_process)
+
+    return phase
 
 
-def gengate_record(bench: Bench, server: Server) -> dict[str, Any]:
-    ids = _sample(bench.db_url, "task", bench.work / "task-ids.txt")
-    headers = bench.gengates["gengate"].auth
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-        task_id = ids.read_text().split()[0]
-        _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
-    return loadgen.load(server.url, "get_ids.lua", [str(ids), gengate.RECORD_PATH], headers)
+def _gengate_record(stage: str, one_process: str | None = None) -> Phase:
+    def phase(bench: Bench, server: Server) -> dict[str, Any]:
+        db_url = bench.gengates[stage].env["GENGATE_DATABASE_URL"]
+        ids = _sample(db_url, "task", bench.work / f"{stage}-task-ids.txt")
+        headers = bench.gengates[stage].auth
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+            task_id = ids.read_text().split()[0]
+            _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+        result = loadgen.load(server.url, "get_ids.lua", [str(ids), gengate.RECORD_PATH], headers)
+        return _against(result, bench, one_process)
+
+    return phase
+
+
+def _against(result: dict[str, Any], bench: Bench, one_process: str | None) -> dict[str, Any]:
+    base = bench.results.get(one_process or "", {}).get("rps")
+    if base:
+        result["notes"] = f"{result['rps'] / base:.2f}x the one-process rate"
+    return result
+
+
+gengate_create = _gengate_create("gengate")
+gengate_record = _gengate_record("gengate")
+
+
+def memory_idle(bench: Bench, server: Server) -> dict[str, Any]:
+    return memory.measure_idle(bench.gengates["gengate-memory"], server, LOG_DIR)
 
 
 def gengate_mcp_create(bench: Bench, server: Server) -> dict[str, Any]:
@@ -225,6 +287,11 @@ def _tasks_page(params: Callable[[], dict[str, Any]]) -> Phase:
 
 STAGES = [
     Stage(
+        "memory",
+        start_gengate_memory,
+        [("memory", "memory: idle RSS of `gengate serve` and of `gengate worker`", memory_idle)],
+    ),
+    Stage(
         "baseline",
         start_baseline,
         [
@@ -248,6 +315,22 @@ STAGES = [
             ("createTask", "gengate POST createTask", gengate_create),
             ("recordInfo", "gengate GET recordInfo", gengate_record),
             ("mcpCreate", "gengate MCP tools/call generate_image", gengate_mcp_create),
+        ],
+    ),
+    Stage(
+        "gengate-2",
+        start_gengate_two,
+        [
+            (
+                "createTask2",
+                "gengate POST createTask, 2 API processes",
+                _gengate_create("gengate-2", one_process="createTask"),
+            ),
+            (
+                "recordInfo2",
+                "gengate GET recordInfo, 2 API processes",
+                _gengate_record("gengate-2", one_process="recordInfo"),
+            ),
         ],
     ),
     Stage(
@@ -355,7 +438,7 @@ def _p(values: list[int], pct: int) -> float | None:
 
 
 def _cleanup_redis(prefix: str) -> None:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(gengate.REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
@@ -394,11 +477,25 @@ def _describe(exc: Exception) -> str:
     return message
 
 
+def _check_settings() -> str | None:
+    """What is wrong with BENCH_DATABASE_PREFIX or BENCH_REDIS_URL, if anything."""
+    problem = db.check_prefix()
+    if problem:
+        return problem
+    if not gengate.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        return "BENCH_REDIS_URL must be a redis://, rediss:// or unix:// URL"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     names = [stage.name for stage in STAGES]
     parser.add_argument("--stage", action="append", choices=names, help="run only these stages")
     chosen = parser.parse_args().stage or names
+    problem = _check_settings()
+    if problem:
+        console.print(f"[red]{problem}[/red]", highlight=False)
+        return 2
     started = time.time()
     loadgen.ensure_wrk()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -416,6 +513,7 @@ def main() -> int:
             redis_prefix=f"bench-{secrets.token_hex(6)}",
             body_file=body_file,
             mcp_body_file=mcp_body_file,
+            results=results,
         )
         try:
             for stage in (s for s in STAGES if s.name in chosen):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,9 +28,10 @@ from bench import db, gengate
 from bench.gengate import Gengate
 from bench.servers import BIN, BenchError, Server, free_port, running, stop
 
-DB_NAME = "gengate_bench_callbacks"
-# A Redis database of its own (the other stages use 0), under the run's key prefix too.
-REDIS_URL = "redis://127.0.0.1:6379/3"
+DB_NAME = db.database_name("callbacks")
+# A Redis database of its own (the other stages use 0) unless BENCH_REDIS_URL names the one
+# every stage uses; under the run's key prefix either way.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/3"
 TASKS = 1000
 RECEIVER_DELAY_S = 1.0
 # The defaults of GENGATE_CALLBACK_CONCURRENCY and _PER_HOST_CONCURRENCY, stated so the

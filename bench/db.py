@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,26 @@ import psycopg
 from psycopg import sql
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Every database the bench makes (and drops) is named from this prefix, so a bench can run
+# beside another one, or beside a test run, on the same PostgreSQL.
+DATABASE_PREFIX = os.environ.get("BENCH_DATABASE_PREFIX") or "gengate_bench"
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 POLL_INTERVAL_S = 0.005  # resolution of the wait only: pickup comes from the row's own times
+
+
+def check_prefix() -> str | None:
+    """Why BENCH_DATABASE_PREFIX cannot name databases, or None when it can."""
+    if _NAME.fullmatch(DATABASE_PREFIX):
+        return None
+    return (
+        f"BENCH_DATABASE_PREFIX must be 1-40 lowercase letters, digits or underscores, not "
+        f"starting with a digit: got {DATABASE_PREFIX!r}"
+    )
+
+
+def database_name(stage: str = "") -> str:
+    """The database of one stage: the prefix, then `_<stage>` (the main one: the prefix)."""
+    return f"{DATABASE_PREFIX}_{stage}" if stage else DATABASE_PREFIX
 
 
 def url(dbname: str) -> str:

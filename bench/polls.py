@@ -31,7 +31,7 @@ from bench.gengate import Gengate
 from bench.loadgen import LUA_DIR, ensure_wrk
 from bench.servers import BIN, BenchError, Server, free_port, stop
 
-DB_NAME = "gengate_bench_polls"
+DB_NAME = db.database_name("polls")
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = 10_000
 LATENCY_S = 0.05

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench.memory import API_TARGET_MB, WORKER_TARGET_MB
+
 Results = dict[str, dict[str, Any]]  # phase id -> the dict its phase function returned
 
 
@@ -21,6 +23,7 @@ class Target:
     goal: str
     passed: bool | None
     ms: bool = False  # a latency in milliseconds, not a ratio
+    mb: bool = False  # a size in MiB, not a ratio
 
 
 def _ratio(results: Results, num: str, den: str) -> float | None:
@@ -42,9 +45,34 @@ def targets(results: Results) -> list[Target]:
         Target(
             "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
         ),
+        *_memory_targets(results),
         *_tasks_targets(results),
         *_floor_context(results),
         *_callbacks_context(results),
+    ]
+
+
+def _memory_targets(results: Results) -> list[Target]:
+    """Idle RSS of one API process (`gengate serve`, workers embedded) and of one worker."""
+    if "memory" not in results:
+        return []
+    phase = results["memory"]
+    api, worker = phase.get("api_idle_rss_mb"), phase.get("worker_idle_rss_mb")
+    return [
+        Target(
+            "API process idle RSS (gengate serve, workers embedded)",
+            api,
+            f"< {API_TARGET_MB} MB",
+            _check(api, API_TARGET_MB, False),
+            mb=True,
+        ),
+        Target(
+            "worker process idle RSS (gengate worker)",
+            worker,
+            f"< {WORKER_TARGET_MB} MB",
+            _check(worker, WORKER_TARGET_MB, False),
+            mb=True,
+        ),
     ]
 
 
@@ -108,8 +136,18 @@ def _notes(result: dict[str, Any]) -> str:
     return escape(str(result.get("notes", "")))
 
 
+def _shown(t: Target) -> str:
+    if t.value is None:
+        return "-"
+    if t.ms:
+        return f"{t.value:.1f} ms"
+    if t.mb:
+        return f"{t.value:.1f} MB"
+    return f"{t.value:.1%}"
+
+
 def print_report(console: Console, results: Results) -> list[Target]:
-    table = Table(title="gengate bench (127.0.0.1, wrk -t2 -c32, one uvicorn process)")
+    table = Table(title="gengate bench (127.0.0.1, wrk -t2 -c32, one API process unless named)")
     for column in ("phase", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "notes"):
         table.add_column(column, justify="left" if column in ("phase", "notes") else "right")
     for result in results.values():
@@ -129,9 +167,8 @@ def print_report(console: Console, results: Results) -> list[Target]:
     for column in ("measure", "value", "target", "result"):
         ratios.add_column(column)
     for t in checks:
-        shown = "-" if t.value is None else f"{t.value:.1f} ms" if t.ms else f"{t.value:.1%}"
         verdict = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]", None: "-"}[t.passed]
-        ratios.add_row(t.name, shown, t.goal, verdict)
+        ratios.add_row(t.name, _shown(t), t.goal, verdict)
     console.print(ratios)
     return checks
 

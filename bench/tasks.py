@@ -35,7 +35,7 @@ from bench import db, gengate
 from bench.gengate import Gengate
 from bench.servers import BenchError, Server, running
 
-DB_NAME = "gengate_bench_tasks"
+DB_NAME = db.database_name("tasks")
 TASKS = 1_000_000
 HISTORY_DAYS = 365
 MODELS = [  # (model, media type, price), in the proportions of the list: images first
