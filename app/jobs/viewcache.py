@@ -9,7 +9,11 @@ older than the task's last change seen here. An entry also expires after `ttl_s`
 bounds what a lost announcement (a Redis outage) or a change from a process without Redis
 can leave stale.
 
-Queued tasks are not kept: their queue position moves whenever a task ahead of them starts.
+A queued task's answer holds its place in the queue, which moves when a task ahead of it
+leaves the queue (it starts, fails or is canceled): a change that does not touch the task
+itself. Every such departure is announced too, so any announced change drops every queued
+answer (new tasks queue behind, and move no one). A queued answer is kept only if nothing at
+all changed while it was read.
 """
 
 from __future__ import annotations
@@ -41,18 +45,20 @@ class CachedView:
     body: bytes
     etag: str
     expires_at: float  # time.monotonic()
+    queued: bool = False  # it shows a place in the queue
 
     @classmethod
-    def of(cls, key_id: str, body: bytes, *, ttl_s: float) -> CachedView:
+    def of(cls, key_id: str, body: bytes, *, ttl_s: float, queued: bool = False) -> CachedView:
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        return cls(key_id, body, etag, time.monotonic() + ttl_s)
+        return cls(key_id, body, etag, time.monotonic() + ttl_s, queued)
 
 
 class TaskViewCache:
     def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
-        self._views: OrderedDict[str, CachedView] = OrderedDict()
+        # task id -> (answer, the change count when it was kept)
+        self._views: OrderedDict[str, tuple[CachedView, int]] = OrderedDict()
         # The change counter when each task last changed, for the tasks changed lately; a
         # task forgotten here changed no later than `_forgotten`.
         self._clock = 0
@@ -64,11 +70,15 @@ class TaskViewCache:
         return self._ttl_s
 
     def get(self, task_id: str, key_id: str) -> CachedView | None:
-        view = self._views.get(task_id)
-        if view is None or view.key_id != key_id:
+        kept = self._views.get(task_id)
+        if kept is None:
             return None
-        if time.monotonic() >= view.expires_at:
+        view, clock = kept
+        # A queued answer lasts until anything changes (its place may have moved).
+        if time.monotonic() >= view.expires_at or (view.queued and clock != self._clock):
             del self._views[task_id]
+            return None
+        if view.key_id != key_id:
             return None
         self._views.move_to_end(task_id)
         return view
@@ -78,17 +88,19 @@ class TaskViewCache:
         return self._clock
 
     def put(self, task_id: str, view: CachedView, *, since: int) -> None:
-        """Keep `view`, read after `since` (begin()), unless the task changed meanwhile."""
-        changed = self._changed.get(task_id, self._forgotten)
+        """Keep `view`, read after `since` (begin()), unless the task changed meanwhile (for
+        a queued answer: unless anything did)."""
+        changed = self._clock if view.queued else self._changed.get(task_id, self._forgotten)
         if changed > since or self._ttl_s <= 0:
             return
-        self._views[task_id] = view
+        self._views[task_id] = (view, since)
         self._views.move_to_end(task_id)
         while len(self._views) > self._max:
             self._views.popitem(last=False)
 
     def changed(self, task_id: str) -> None:
-        """The task changed (here or in another process): forget its answer."""
+        """The task changed (here or in another process): forget its answer, and the places
+        in the queue every queued answer shows."""
         self._clock += 1
         self._views.pop(task_id, None)
         self._changed[task_id] = self._clock

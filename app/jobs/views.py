@@ -75,11 +75,9 @@ async def read_task_json(
     view = await _read_task(
         session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
     )
-    answer = CachedView.of(
-        principal.key_id, view.model_dump_json(by_alias=True).encode(), ttl_s=cache.ttl_s
-    )
-    if view.stage != "queued":  # a queued task's place moves without the task changing
-        cache.put(task_id, answer, since=since)
+    body = view.model_dump_json(by_alias=True).encode()
+    answer = CachedView.of(principal.key_id, body, ttl_s=cache.ttl_s, queued=view.stage == "queued")
+    cache.put(task_id, answer, since=since)
     return answer
 
 

@@ -186,6 +186,37 @@ async def test_the_callback_state_is_never_stale(settings: Settings) -> None:
             assert receiver.on("/hook")
 
 
+async def test_a_queued_tasks_place_moves_when_one_ahead_starts(settings: Settings) -> None:
+    async with running_app(_kept_long(settings, workers_in_process=False)) as (app, client):
+        runtime = runtime_of(app)
+        customer = await make_customer(runtime)
+        first, second = await create(client, customer), await create(client, customer)
+        behind = await record_info(client, customer, second)
+        assert behind.json()["data"]["queuePosition"] == 2
+        with statements(runtime) as seen:
+            again = await record_info(client, customer, second, etag=behind.headers["ETag"])
+        assert again.status_code == 304 and seen == []  # kept while nothing changed
+        async with runtime.sessions() as session:
+            (claimed,) = await claim_due_tasks(session, owner="test", limit=1, lease_ms=60_000)
+            assert claimed.id == first
+            await session.commit()
+        moved = await record_info(client, customer, second, etag=behind.headers["ETag"])
+        assert moved.status_code == 200 and moved.json()["data"]["queuePosition"] == 1
+
+
+def test_a_queued_answer_lasts_until_anything_changes() -> None:
+    cache = TaskViewCache(ttl_s=60)
+    queued = CachedView.of("key", b"{}", ttl_s=60, queued=True)
+    cache.put("task", queued, since=cache.begin())
+    assert cache.get("task", "key") == queued
+    cache.changed("another task")
+    assert cache.get("task", "key") is None
+    since = cache.begin()
+    cache.changed("yet another")  # while it was read
+    cache.put("task", queued, since=since)
+    assert cache.get("task", "key") is None
+
+
 def test_a_read_under_way_during_a_change_is_not_kept() -> None:
     cache = TaskViewCache(ttl_s=60)
     view = CachedView.of("key", b"{}", ttl_s=60)
