@@ -22,6 +22,7 @@ Settings (environment), so a bench can run beside other work on the same servers
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -136,7 +137,7 @@ def start_gengate_two(bench: Bench) -> Iterator[Server]:
     env = gengate.make_env(db.reset_database(TWO_DB_NAME), var_dir, bench.redis_prefix)
     prepared = gengate.prepare({**env, "GENGATE_LOG_LEVEL": "WARNING"})  # no access log
     bench.gengates["gengate-2"] = prepared
-    command = lambda port: serve_command(port, workers=2)  # noqa: E731
+    command = functools.partial(serve_command, workers=2)
     with running("gengate-2", "", prepared.with_workers(False), LOG_DIR, command=command) as server:
         wait_all_answering(server, 2)
         yield server

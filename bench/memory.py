@@ -46,7 +46,7 @@ def serve_api(work: Path, redis_prefix: str, log_dir: Path) -> Iterator[tuple[Se
         "",
         prepared.with_workers(True),
         log_dir,
-        command=lambda port: serve_command(port),
+        command=serve_command,
     ) as server:
         yield server, prepared
 
