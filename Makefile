@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run install test test-sqlite test-postgres lint format bench worker clean
+.PHONY: run install test test-sqlite test-postgres lint format bench profile worker clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -45,6 +45,11 @@ format: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
+
+# py-spy profiles of createTask, recordInfo and the MCP generate_image and
+# get_generation_status tools under wrk load: bench/results/profiles/*.speedscope.json.
+profile: $(DEV_STAMP)
+	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
 .PHONY: gengate docs
 
