@@ -49,11 +49,13 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer sk_...
 async def get_principal(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, from the key cache; the database only on a miss, in a transaction of its
+    own (so a route that needs no database, such as a recordInfo answered from memory,
+    opens none)."""
     token = parse_bearer(request.headers.get("authorization"))
-    return await runtime.keys.authenticate(session, token=token)
+    return await runtime.keys.authenticate_with(runtime.sessions, token=token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

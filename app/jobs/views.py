@@ -53,7 +53,6 @@ async def get_task(session: AsyncSession, *, principal: Principal, task_id: str 
 
 
 async def read_task_json(
-    session: AsyncSession,
     *,
     runtime: Runtime,
     principal: Principal,
@@ -61,8 +60,8 @@ async def read_task_json(
     base_url: str,
 ) -> CachedView:
     """recordInfo serialised, with its ETag: from memory while the task has not changed since
-    this process last read it (see app.jobs.viewcache), else read and kept. Raises
-    RateLimited, InvalidInput, NotFound."""
+    this process last read it (see app.jobs.viewcache), else read (in a transaction of its
+    own) and kept. Raises RateLimited, InvalidInput, NotFound."""
     principal.require(Scope.TASKS_READ)
     await runtime.limiter.hit(principal, GROUP_QUERY)
     if not task_id:
@@ -72,9 +71,10 @@ async def read_task_json(
     if kept is not None:
         return kept
     since = cache.begin()
-    view = await _read_task(
-        session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
-    )
+    async with runtime.sessions() as session:
+        view = await _read_task(
+            session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
+        )
     body = view.model_dump_json(by_alias=True).encode()
     answer = CachedView.of(principal.key_id, body, ttl_s=cache.ttl_s, queued=view.stage == "queued")
     cache.put(task_id, answer, since=since)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +49,25 @@ class KeyCache:
         # Bumped by every drop: a lookup that started before a revocation must not store
         # what it read (it may have read the key before the revocation committed).
         self._generation = 0
+
+    async def authenticate_with(
+        self, sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]], *, token: str
+    ) -> Principal:
+        """As `authenticate`, opening a transaction of its own only when the cache alone
+        cannot answer (a miss, or the once-a-minute `last_used_at` write). Raises
+        AuthenticationFailed."""
+        entry = self._entries.get(hash_key(token)) if KEY_PATTERN.fullmatch(token) else None
+        if (
+            entry is not None
+            and not entry.disabled
+            and entry.expires_at > time.monotonic()
+            and int(time.time() * 1000) - entry.touched_ms <= LAST_USED_RESOLUTION_MS
+        ):
+            return entry.principal
+        async with sessions() as session:
+            principal = await self.authenticate(session, token=token)
+            await session.commit()
+            return principal
 
     async def authenticate(self, session: AsyncSession, *, token: str) -> Principal:
         """Resolve a presented key, from the cache when possible; `session` serves a miss

@@ -75,7 +75,6 @@ async def create(
 )
 async def record_info(
     request: Request,
-    session: SessionDep,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     task_id: TaskIdQuery,
@@ -91,7 +90,6 @@ async def record_info(
     """Every answer carries an ETag; polling with `If-None-Match` costs no body while the
     task has not changed."""
     view = await read_task_json(
-        session,
         runtime=runtime,
         principal=principal,
         task_id=task_id,
