@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
     ColumnElement,
     Insert,
@@ -100,11 +101,13 @@ class GuardedHold:
     insert: Insert
 
 
-def guarded_hold(condition: ColumnElement[bool]) -> GuardedHold:
+def guarded_hold(condition: ColumnElement[bool], *, with_cte: CTE | None = None) -> GuardedHold:
     """A hold whose ledger row is written only if `condition` holds. Build it once.
 
     The condition is evaluated after debit_for_hold locked the account row, in a statement
     of its own, so under READ COMMITTED it sees every transaction that held the lock before.
+    `with_cte`: a data-modifying CTE (PostgreSQL) the same statement runs first, e.g. the
+    insert of the task the hold is for; the condition does not see its row.
     """
     row = select(
         bindparam("hold_account", type_=String),
@@ -115,7 +118,10 @@ def guarded_hold(condition: ColumnElement[bool]) -> GuardedHold:
         bindparam("hold_at", type_=BigInteger),
     ).where(condition)
     columns = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
-    return GuardedHold(insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.id))
+    statement = insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.id)
+    if with_cte is not None:
+        statement = statement.add_cte(with_cte)
+    return GuardedHold(statement)
 
 
 async def debit_for_hold(session: AsyncSession, *, account_id: str, amount: int) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
@@ -55,6 +56,27 @@ from app.net.url_guard import UrlRefused, check_url_syntax, check_url_target
 from app.runtime import Runtime
 
 REQUEST_ID_MAX = 200
+# The columns a create writes; the others keep their defaults.
+TASK_COLUMNS = (
+    "id",
+    "account_id",
+    "api_key_id",
+    "model",
+    "media_type",
+    "input_json",
+    "callback_url",
+    "request_id",
+    "request_hash",
+    "status",
+    "progress",
+    "price",
+    "provider",
+    "attempts",
+    "due_at",
+    "deadline_at",
+    "created_at",
+    "updated_at",
+)
 
 
 def check_request_id(value: Any, *, field: str) -> str:
@@ -234,7 +256,13 @@ async def create_task(
         if counted and await _count_active(session, principal.key_id, limit) >= limit:
             raise TooManyActiveTasks(limit=limit) from None
         raise
-    if request_id is None:
+    hold = _HOLD_UNDER_ACTIVE_LIMIT if counted else UNCONDITIONAL_HOLD
+    params = _active_params(principal.key_id, limit) if counted else {}
+    if request_id is None and session.get_bind().dialect.name == "postgresql":
+        # One round trip for the task and its hold (see _TASK_AND_HOLD).
+        hold = _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT if counted else _TASK_AND_HOLD
+        params = {**params, **{f"new_{name}": value for name, value in values.items()}}
+    elif request_id is None:
         await session.execute(_INSERT_TASK, values)
     elif await _insert_once(session, "task", values, "id") is None:
         await undo_debit(session, account_id=principal.account_id, amount=priced.price)
@@ -244,12 +272,12 @@ async def create_task(
         return replay
     held = await record_hold(
         session,
-        _HOLD_UNDER_ACTIVE_LIMIT if counted else UNCONDITIONAL_HOLD,
+        hold,
         account_id=principal.account_id,
         amount=priced.price,
         balance_after=balance_after,
         task_id=values["id"],
-        params=_active_params(principal.key_id, limit) if counted else {},
+        params=params,
     )
     if not held:
         raise TooManyActiveTasks(limit=limit)
@@ -311,6 +339,19 @@ _ACTIVE_OF_KEY = (
     .scalar_subquery()
 )
 _HOLD_UNDER_ACTIVE_LIMIT = guarded_hold(bindparam("active_limit") >= _ACTIVE_OF_KEY)
+# PostgreSQL: the task's insert rides in the hold's statement as a CTE, one round trip for
+# both. The statement's snapshot is taken after the debit locked the account row, as the two
+# statements' were; the guard cannot see the CTE's row, so it counts the new task itself.
+_NEW_TASK = (
+    insert(_TASKS)
+    .values({name: bindparam(f"new_{name}") for name in TASK_COLUMNS})
+    .returning(_TASKS.c.id)
+    .cte("new_task")
+)
+_TASK_AND_HOLD_UNDER_ACTIVE_LIMIT = guarded_hold(
+    bindparam("active_limit") >= _ACTIVE_OF_KEY + 1, with_cte=_NEW_TASK
+)
+_TASK_AND_HOLD = guarded_hold(true(), with_cte=_NEW_TASK)
 _COUNT_ACTIVE = select(_ACTIVE_OF_KEY)
 
 
@@ -343,7 +384,7 @@ def task_values(
     callback_url: str | None,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The row of a new queued task, with a fresh id."""
+    """The row of a new queued task, with a fresh id: the columns of TASK_COLUMNS."""
     model = runtime.catalog.get(priced.model_id)
     now = now_ms()
     return {
