@@ -43,20 +43,7 @@ def test_startup_does_not_import_rendering_libraries(process: str, tmp_path: os.
     assert _loaded(STARTUP[process], RENDERING, tmp_path) == []
 
 
-# Strict, so a mark has to go once that import moves into its function.
-_EAGER_PILLOW = pytest.mark.xfail(
-    strict=True, reason="app/uploads/service.py imports Pillow at module level"
-)
-
-
-@pytest.mark.parametrize(
-    "process",
-    [
-        pytest.param("api", marks=_EAGER_PILLOW),
-        pytest.param("worker", marks=_EAGER_PILLOW),
-        "cli",
-    ],
-)
+@pytest.mark.parametrize("process", sorted(STARTUP))
 def test_startup_does_not_import_pillow(process: str, tmp_path: os.PathLike[str]):
     assert _loaded(STARTUP[process], ["PIL"], tmp_path) == []
 

@@ -15,7 +15,6 @@ import warnings
 from dataclasses import dataclass
 
 import anyio
-from PIL import Image
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -242,6 +241,8 @@ def _delete_files(store: LocalMediaStore, expired: list[tuple[str, str]]) -> Non
 
 def _inspect_image(data: bytes, field: str, max_pixels: int) -> _ImageFacts:
     """Decode the first frame fully: a header alone would let a truncated file through."""
+    from PIL import Image  # here: processes that never take an upload do not load Pillow
+
     not_image = InvalidInput(
         f"{field} is not {_TYPE_NAMES}", field=field, allowed=list(ALLOWED_TYPES)
     )
