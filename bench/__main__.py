@@ -88,12 +88,14 @@ def start_baseline(bench: Bench) -> AbstractContextManager[Server]:
 
 
 @contextmanager
-def _gengate(bench: Bench, name: str, db_url: str, workers: bool) -> Iterator[Server]:
+def _gengate(
+    bench: Bench, name: str, db_url: str, workers: bool, **settings: str
+) -> Iterator[Server]:
     var_dir = bench.work / name
     var_dir.mkdir()
     prepared = gengate.prepare(gengate.make_env(db_url, var_dir, bench.redis_prefix))
     bench.gengates[name] = prepared
-    env = prepared.with_workers(workers)
+    env = {**prepared.with_workers(workers), **settings}
     with running(name, "app.main:create_app", env, LOG_DIR, factory=True) as server:
         yield server
 
@@ -104,7 +106,17 @@ def start_floor(bench: Bench) -> AbstractContextManager[Server]:
 
 
 def start_gengate_api(bench: Bench) -> AbstractContextManager[Server]:
-    return _gengate(bench, "gengate", bench.db_url, workers=False)
+    """recordInfo's answers from memory off: this stage's read phase is a stream of
+    different tasks, each read from the database (the cached stage reads one repeatedly)."""
+    return _gengate(
+        bench, "gengate", bench.db_url, workers=False, GENGATE_TASK_VIEW_CACHE_SECONDS="0"
+    )
+
+
+def start_gengate_cached(bench: Bench) -> AbstractContextManager[Server]:
+    """The gengate stage's database and key again, recordInfo's memory on (the default)."""
+    env = bench.gengates["gengate"].with_workers(False)
+    return running("gengate-cached", "app.main:create_app", env, LOG_DIR, factory=True)
 
 
 @contextmanager
@@ -138,7 +150,9 @@ def start_gengate_two(bench: Bench) -> Iterator[Server]:
     prepared = gengate.prepare({**env, "GENGATE_LOG_LEVEL": "WARNING"})  # no access log
     bench.gengates["gengate-2"] = prepared
     command = functools.partial(serve_command, workers=2)
-    with running("gengate-2", "", prepared.with_workers(False), LOG_DIR, command=command) as server:
+    # As the one-process stage: every read of the stream from the database.
+    env = {**prepared.with_workers(False), "GENGATE_TASK_VIEW_CACHE_SECONDS": "0"}
+    with running("gengate-2", "", env, LOG_DIR, command=command) as server:
         wait_all_answering(server, 2)
         yield server
 
@@ -212,6 +226,18 @@ def _against(result: dict[str, Any], bench: Bench, one_process: str | None) -> d
 
 gengate_create = _gengate_create("gengate")
 gengate_record = _gengate_record("gengate")
+
+
+def gengate_record_repeat(bench: Bench, server: Server) -> dict[str, Any]:
+    """One task read over and over, as a client polling it does."""
+    db_url = bench.gengates["gengate"].env["GENGATE_DATABASE_URL"]
+    task_id = _sample(db_url, "task", bench.work / "cached-task-ids.txt").read_text().split()[0]
+    one = bench.work / "cached-task-id.txt"
+    one.write_text(f"{task_id}\n")
+    headers = bench.gengates["gengate"].auth
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+    return loadgen.load(server.url, "get_ids.lua", [str(one), gengate.RECORD_PATH], headers)
 
 
 def memory_idle(bench: Bench, server: Server) -> dict[str, Any]:
@@ -314,9 +340,14 @@ STAGES = [
         start_gengate_api,
         [
             ("createTask", "gengate POST createTask", gengate_create),
-            ("recordInfo", "gengate GET recordInfo", gengate_record),
+            ("recordInfo", "gengate GET recordInfo, a stream of tasks", gengate_record),
             ("mcpCreate", "gengate MCP tools/call generate_image", gengate_mcp_create),
         ],
+    ),
+    Stage(
+        "gengate-cached",
+        start_gengate_cached,
+        [("recordInfoRepeat", "gengate GET recordInfo, one task again", gengate_record_repeat)],
     ),
     Stage(
         "gengate-2",
