@@ -158,7 +158,7 @@ def wait_all_answering(server: Server, processes: int, timeout: float = READY_TI
             conns.append(conn)
             conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if conn.recv(65536).startswith(b"HTTP/1.1 200"):
-                owner = _socket_owner(port, conn.getsockname()[1], pids)
+                owner = socket_owner(port, conn.getsockname()[1], pids)
                 if owner is not None:
                     answered.add(owner)
             else:
@@ -172,7 +172,9 @@ def wait_all_answering(server: Server, processes: int, timeout: float = READY_TI
     )
 
 
-def _socket_owner(port: int, client_port: int, pids: list[int]) -> int | None:
+def socket_owner(port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the server end of the loopback TCP connection from
+    `client_port` to `port`, if any yet (read from /proc)."""
     inode = None
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()

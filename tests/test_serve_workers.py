@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import socket_owner
 from tests.support.backends import ON_POSTGRES, TEST_REDIS_URL
 from tests.support.server import LiveServer, start_server, wait_until
 
@@ -67,23 +68,7 @@ def test_zero_workers_is_a_usage_error(tmp_path: Path) -> None:
 
 def _server_socket_owner(port: int, client: socket.socket, pids: list[int]) -> int | None:
     """Which of `pids` holds the server end of `client`'s TCP connection, if any yet."""
-    client_port = client.getsockname()[1]
-    inode = None
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = fields[1], fields[2]
-        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == client_port:
-            inode = fields[9]
-    if inode is None:
-        return None
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) == f"socket:[{inode}]":
-                    return pid
-            except OSError:
-                continue  # closed while we looked
-    return None
+    return socket_owner(port, client.getsockname()[1], pids)
 
 
 def _ask_readyz(port: int) -> socket.socket:
