@@ -39,7 +39,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
 from rich.console import Console
 
 from bench import callbacks, db, gengate, loadgen, memory, polls, report, tasks
@@ -195,7 +194,7 @@ def _gengate_create(stage: str, one_process: str | None = None) -> Phase:
     def phase(bench: Bench, server: Server) -> dict[str, Any]:
         headers = bench.gengates[stage].auth
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-            _create_task(client)  # one checked answer before the load
+            gengate.create_task(client)  # one checked answer before the load
         url = server.url + gengate.CREATE_PATH
         result = loadgen.load(url, "post.lua", [str(bench.body_file)], headers)
         return _against(result, bench, one_process)
@@ -210,7 +209,7 @@ def _gengate_record(stage: str, one_process: str | None = None) -> Phase:
         headers = bench.gengates[stage].auth
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
             task_id = ids.read_text().split()[0]
-            _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+            gengate.checked_data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
         result = loadgen.load(server.url, "get_ids.lua", [str(ids), gengate.RECORD_PATH], headers)
         return _against(result, bench, one_process)
 
@@ -236,7 +235,7 @@ def gengate_record_repeat(bench: Bench, server: Server) -> dict[str, Any]:
     one.write_text(f"{task_id}\n")
     headers = bench.gengates["gengate"].auth
     with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-        _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+        gengate.checked_data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
     return loadgen.load(server.url, "get_ids.lua", [str(one), gengate.RECORD_PATH], headers)
 
 
@@ -247,7 +246,7 @@ def memory_idle(bench: Bench, server: Server) -> dict[str, Any]:
 def gengate_mcp_create(bench: Bench, server: Server) -> dict[str, Any]:
     headers = bench.gengates["gengate"].auth
     with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-        _mcp_create_task(client)  # one checked answer before the load
+        gengate.mcp_create_task(client)  # one checked answer before the load
     url = server.url + gengate.MCP_PATH
     return loadgen.load(url, "post.lua", [str(bench.mcp_body_file)], headers)
 
@@ -263,7 +262,7 @@ def pickup(bench: Bench, server: Server) -> dict[str, Any]:
         psycopg.connect(gg.env["GENGATE_DATABASE_URL"], autocommit=True) as conn,
     ):
         for i in range(PICKUP_WARMUP + PICKUP_SAMPLES):
-            task_id = _create_task(client)
+            task_id = gengate.create_task(client)
             started = db.wait_task(conn, task_id, finished=False, timeout=10)
             finished = db.wait_task(conn, task_id, finished=True, timeout=60)
             if i < PICKUP_WARMUP:
@@ -423,60 +422,12 @@ def _sample(db_url: str, table: str, path: Path) -> Path:
     return path
 
 
-def _data(answer: httpx.Response, **expected: str) -> dict[str, Any]:
-    """The `data` of a 200 envelope, checked against `expected`; BenchError otherwise."""
-    try:
-        body = answer.json()
-        data: dict[str, Any] = body["data"]
-        ok = answer.status_code == 200 and body["code"] == 200
-        ok = ok and all(data.get(k) == v for k, v in expected.items())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        ok = False
-    if not ok:
-        what = f"{answer.request.method} {answer.request.url.path}"
-        raise BenchError(f"{what} answered {answer.status_code}: {answer.text[:500]}")
-    return data
-
-
-def _create_task(client: httpx.Client) -> str:
-    answer = client.post(gengate.CREATE_PATH, json=gengate.CREATE_BODY)
-    task_id: str = _data(answer, state="waiting")["taskId"]
-    return task_id
-
-
-def _mcp_create_task(client: httpx.Client) -> str:
-    """generate_image over MCP, without an Accept header; BenchError unless a task came back."""
-    answer = client.post(gengate.MCP_PATH, json=gengate.MCP_CREATE_BODY)
-    try:
-        result = answer.json()["result"]
-        task_id: str = result["structuredContent"]["taskId"]
-        ok = answer.status_code == 200 and not result.get("isError")
-        ok = ok and result["structuredContent"].get("state") == "waiting"
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise BenchError(
-            f"POST {gengate.MCP_PATH} answered {answer.status_code}: {answer.text[:500]}"
-        )
-    return task_id
-
-
 def _p(values: list[int], pct: int) -> float | None:
     if not values:
         return None
     if len(values) == 1:
         return float(values[0])
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def _cleanup_redis(prefix: str) -> None:
-    client = redis.Redis.from_url(gengate.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 # --- main --------------------------------------------------------------------------------
@@ -551,7 +502,7 @@ def main() -> int:
             for stage in (s for s in STAGES if s.name in chosen):
                 ok = run_stage(stage, bench, results) and ok
         finally:
-            _cleanup_redis(bench.redis_prefix)
+            gengate.cleanup_redis(bench.redis_prefix)
     checks = report.print_report(console, results)
     meta = {
         "started_at": int(started),

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import redis
+
 from bench.servers import BIN, BenchError
 
 MODEL = "gpt-image-2-text-to-image"
@@ -86,3 +89,51 @@ def prepare(env: dict[str, str]) -> Gengate:
     account = _cli(env, "accounts", "create", "--name", "bench", "--credits", "1000000000")
     key = _cli(env, "keys", "create", "--account", account["id"], "--tier", "unlimited")
     return Gengate(env=env, api_key=key["key"])
+
+
+def checked_data(answer: httpx.Response, **expected: str) -> dict[str, Any]:
+    """The `data` of a 200 envelope, checked against `expected`; BenchError otherwise."""
+    try:
+        body = answer.json()
+        data: dict[str, Any] = body["data"]
+        ok = answer.status_code == 200 and body["code"] == 200
+        ok = ok and all(data.get(k) == v for k, v in expected.items())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        what = f"{answer.request.method} {answer.request.url.path}"
+        raise BenchError(f"{what} answered {answer.status_code}: {answer.text[:500]}")
+    return data
+
+
+def create_task(client: httpx.Client) -> str:
+    """createTask with the bench body; BenchError unless a waiting task came back."""
+    answer = client.post(CREATE_PATH, json=CREATE_BODY)
+    task_id: str = checked_data(answer, state="waiting")["taskId"]
+    return task_id
+
+
+def mcp_create_task(client: httpx.Client) -> str:
+    """generate_image over MCP, without an Accept header; BenchError unless a task came back."""
+    answer = client.post(MCP_PATH, json=MCP_CREATE_BODY)
+    try:
+        result = answer.json()["result"]
+        task_id: str = result["structuredContent"]["taskId"]
+        ok = answer.status_code == 200 and not result.get("isError")
+        ok = ok and result["structuredContent"].get("state") == "waiting"
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise BenchError(f"POST {MCP_PATH} answered {answer.status_code}: {answer.text[:500]}")
+    return task_id
+
+
+def cleanup_redis(prefix: str) -> None:
+    """Delete the keys a run left under `prefix`."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import db, gengate, loadgen
-from bench.__main__ import LOG_DIR, ROOT, _cleanup_redis, _create_task, _data, _mcp_create_task
+from bench.__main__ import LOG_DIR, ROOT
 from bench.gengate import Gengate
 from bench.servers import BIN, BenchError, Server, running
 
@@ -79,27 +79,27 @@ def _body_file(work: Path, name: str, body: dict[str, Any]) -> str:
 
 
 def _create_task_load(client: httpx.Client, work: Path) -> Load:
-    _create_task(client)
+    gengate.create_task(client)
     body = _body_file(work, "create", gengate.CREATE_BODY)
     return Load(gengate.CREATE_PATH, "post.lua", [body])
 
 
 def _record_info_load(client: httpx.Client, work: Path) -> Load:
-    task_id = _create_task(client)
-    _data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
+    task_id = gengate.create_task(client)
+    gengate.checked_data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
     ids = work / "record-id.txt"
     ids.write_text(f"{task_id}\n")  # one task, read over and over
     return Load("", "get_ids.lua", [str(ids), gengate.RECORD_PATH])
 
 
 def _mcp_generate_load(client: httpx.Client, work: Path) -> Load:
-    _mcp_create_task(client)
+    gengate.mcp_create_task(client)
     body = _body_file(work, "mcp-generate", gengate.MCP_CREATE_BODY)
     return Load(gengate.MCP_PATH, "post.lua", [body])
 
 
 def _mcp_status_load(client: httpx.Client, work: Path) -> Load:
-    task_id = _mcp_create_task(client)
+    task_id = gengate.mcp_create_task(client)
     request = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -363,7 +363,7 @@ def run(chosen: list[Endpoint], opts: SpyOptions) -> bool:
                         ok = False
                         console.print(f"[red]{endpoint.name}: {exc}[/red]", highlight=False)
     finally:
-        _cleanup_redis(redis_prefix)
+        gengate.cleanup_redis(redis_prefix)
         _drop_database(DB_NAME)
     for name, result in results.items():
         print_result(name, result)
