@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
 
 from bench import db, gengate
 from bench.gengate import Gengate
@@ -67,7 +66,7 @@ def serve_api(work: Path, redis_prefix: str, log_dir: Path) -> Iterator[tuple[Se
         ) as server:
             yield server, prepared
     finally:
-        _cleanup_redis(redis_prefix)
+        gengate.cleanup_redis(redis_prefix, url=REDIS_URL)
 
 
 def deliver_at_once(gg: Gengate, server: Server, log_dir: Path) -> dict[str, Any]:
@@ -208,13 +207,3 @@ def _poll(done: Any, proc: subprocess.Popen[bytes], *, timeout: float, what: str
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(POLL_S)
-
-
-def _cleanup_redis(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()

@@ -128,9 +128,9 @@ def mcp_create_task(client: httpx.Client) -> str:
     return task_id
 
 
-def cleanup_redis(prefix: str) -> None:
-    """Delete the keys a run left under `prefix`."""
-    client = redis.Redis.from_url(REDIS_URL)
+def cleanup_redis(prefix: str, *, url: str = REDIS_URL) -> None:
+    """Delete the keys a run left under `prefix` (in the Redis at `url`)."""
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
