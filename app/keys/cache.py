@@ -56,13 +56,8 @@ class KeyCache:
         """As `authenticate`, opening a transaction of its own only when the cache alone
         cannot answer (a miss, or the once-a-minute `last_used_at` write). Raises
         AuthenticationFailed."""
-        entry = self._entries.get(hash_key(token)) if KEY_PATTERN.fullmatch(token) else None
-        if (
-            entry is not None
-            and not entry.disabled
-            and entry.expires_at > time.monotonic()
-            and int(time.time() * 1000) - entry.touched_ms <= LAST_USED_RESOLUTION_MS
-        ):
+        entry = self._entry(token)
+        if entry is not None and not self._touch_due(entry):
             return entry.principal
         async with sessions() as session:
             principal = await self.authenticate(session, token=token)
@@ -72,20 +67,35 @@ class KeyCache:
     async def authenticate(self, session: AsyncSession, *, token: str) -> Principal:
         """Resolve a presented key, from the cache when possible; `session` serves a miss
         and the once-a-minute `last_used_at` write. Raises AuthenticationFailed."""
-        if not KEY_PATTERN.fullmatch(token):
-            raise AuthenticationFailed("invalid API key format")
-        digest = hash_key(token)
-        now = time.monotonic()
-        entry = self._entries.get(digest)
-        if entry is None or entry.expires_at <= now:
-            entry = await self._load(session, digest, now)
-        if entry.disabled:
-            raise AuthenticationFailed("API key is disabled")
-        now_ms = int(time.time() * 1000)
-        if now_ms - entry.touched_ms > LAST_USED_RESOLUTION_MS:
+        entry = self._entry(token)
+        if entry is None:
+            entry = await self._load(session, hash_key(token), time.monotonic())
+            self._check(entry)
+        if self._touch_due(entry):
+            now_ms = int(time.time() * 1000)
             entry.touched_ms = now_ms  # before the await: one writer per key and minute
             await touch_key(session, key_id=entry.principal.key_id, now_ms=now_ms)
         return entry.principal
+
+    def _entry(self, token: str) -> _Entry | None:
+        """The key's unexpired cache entry, or None. Raises AuthenticationFailed for a
+        malformed token or a disabled key."""
+        if not KEY_PATTERN.fullmatch(token):
+            raise AuthenticationFailed("invalid API key format")
+        entry = self._entries.get(hash_key(token))
+        if entry is None or entry.expires_at <= time.monotonic():
+            return None
+        self._check(entry)
+        return entry
+
+    @staticmethod
+    def _check(entry: _Entry) -> None:
+        if entry.disabled:
+            raise AuthenticationFailed("API key is disabled")
+
+    @staticmethod
+    def _touch_due(entry: _Entry) -> bool:
+        return int(time.time() * 1000) - entry.touched_ms > LAST_USED_RESOLUTION_MS
 
     async def _load(self, session: AsyncSession, digest: str, now: float) -> _Entry:
         generation = self._generation
