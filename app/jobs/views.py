@@ -62,10 +62,7 @@ async def read_task_json(
     """recordInfo serialised, with its ETag: from memory while the task has not changed since
     this process last read it (see app.jobs.viewcache), else read (in a transaction of its
     own) and kept. Raises RateLimited, InvalidInput, NotFound."""
-    principal.require(Scope.TASKS_READ)
-    await runtime.limiter.hit(principal, GROUP_QUERY)
-    if not task_id:
-        raise InvalidInput("taskId is required", field="taskId")
+    task_id = await _admit_read(runtime, principal, task_id)
     cache = runtime.task_views
     kept = cache.get(task_id, principal.key_id)
     if kept is not None:
@@ -90,13 +87,20 @@ async def read_task(
     base_url: str,
 ) -> TaskRead:
     """recordInfo: the task with fresh result URLs. Raises RateLimited, InvalidInput, NotFound."""
+    task_id = await _admit_read(runtime, principal, task_id)
+    return await _read_task(
+        session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
+    )
+
+
+async def _admit_read(runtime: Runtime, principal: Principal, task_id: str | None) -> str:
+    """A recordInfo call's scope, rate limit and task id. Raises PermissionDenied,
+    RateLimited, InvalidInput."""
     principal.require(Scope.TASKS_READ)
     await runtime.limiter.hit(principal, GROUP_QUERY)
     if not task_id:
         raise InvalidInput("taskId is required", field="taskId")
-    return await _read_task(
-        session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
-    )
+    return task_id
 
 
 async def _read_task(
