@@ -97,10 +97,7 @@ async def record_media(
 
 async def list_task_media(session: AsyncSession, *, task_id: str) -> list[MediaFile]:
     """A task's files in result order (by position)."""
-    stmt = (
-        select(MediaFile).where(col(MediaFile.task_id) == task_id).order_by(col(MediaFile.position))
-    )
-    return list((await session.scalars(stmt)).all())
+    return (await list_tasks_media(session, task_ids=[task_id])).get(task_id, [])
 
 
 async def list_tasks_media(
