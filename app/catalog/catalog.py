@@ -176,6 +176,11 @@ class CatalogModel:
         """Credits one task with this normalised input costs."""
         return price_of(self.pricing, normalized)
 
+    def canonical(self, sent: str, aliases: Mapping[str, str] | None = None) -> str:
+        """The input a name sent by a caller stands for: a surface's `aliases` first (see
+        normalize), then the catalog's own."""
+        return (aliases or {}).get(sent) or self.aliases.get(sent, sent)
+
     def _resolve_aliases(
         self, raw: Mapping[str, Any], extra: Mapping[str, str]
     ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -185,7 +190,7 @@ class CatalogModel:
         for key, value in raw.items():
             if value is None:
                 continue
-            name = extra.get(key) or self.aliases.get(key, key)
+            name = self.canonical(key, extra)
             given.setdefault(name, []).append(str(key))
             if name in values and values[name] != value:
                 names = " and ".join(sorted(given[name]))

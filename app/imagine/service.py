@@ -277,7 +277,7 @@ async def _draft(
     for name in params:
         if name not in properties and name not in model.aliases:  # even when null
             raise unknown_field(name, model.input_names)
-        if model.aliases.get(name, name) in model.url_inputs:
+        if model.canonical(name) in model.url_inputs:
             raise InvalidInput(f"{name}: give the model's files in reference", field=name)
     raw: dict[str, Any] = dict(params)
     if prompt:
@@ -311,7 +311,7 @@ def _with_defaults(
 ) -> dict[str, Any]:
     """The request normalised with the style's parameters where the caller set none, the
     model takes them and they agree with the rest (a 16:9 style yields to a square size)."""
-    sent = {model.aliases.get(name, name) for name in raw}
+    sent = {model.canonical(name) for name in raw}
     properties = model.input_schema["properties"]
     defaults = {
         name: value

@@ -150,7 +150,7 @@ def urls_to_check(
     names the caller's surface gives inputs on top of the catalog's (see CatalogModel.normalize)."""
     found: list[tuple[str, str]] = []
     for name_sent in sent:
-        name = (aliases or {}).get(name_sent) or model.aliases.get(name_sent, name_sent)
+        name = model.canonical(name_sent, aliases)
         if name not in model.url_inputs:
             continue
         value = normalized.get(name)
