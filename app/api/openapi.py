@@ -154,14 +154,6 @@ def task_create_schema(catalog: Catalog) -> dict[str, Any]:
     The inputs may also be given directly beside `model`; a schema of both forms at once
     would not help clients, so the description says it.
     """
-    callback = {
-        "anyOf": [
-            {"type": "string", "format": "uri", "pattern": "^https?://", "maxLength": 2048},
-            {"type": "string", "maxLength": 0},
-            {"type": "null"},
-        ],
-        "description": "POSTed the task's outcome when it finishes; empty or null means none",
-    }
     variants = []
     for model in catalog.list():
         inputs = {k: v for k, v in model.input_schema.items() if k != "$schema"}
@@ -179,8 +171,8 @@ def task_create_schema(catalog: Catalog) -> dict[str, Any]:
                 "properties": {
                     "model": {"type": "string", "const": model.id},
                     "input": inputs,
-                    "callBackUrl": callback,
-                    "callbackUrl": {**callback, "description": "same as callBackUrl"},
+                    "callBackUrl": _CALLBACK,
+                    "callbackUrl": {**_CALLBACK, "description": "same as callBackUrl"},
                 },
                 "required": ["model", "input"],
                 "additionalProperties": False,
