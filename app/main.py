@@ -16,7 +16,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
-from app.imagine.styles import check_imagine_models, load_styles
+from app.imagine.styles import load_imagine
 from app.jobs.worker import Worker
 from app.runtime import Runtime
 from mcp_server.gateway import McpGateway
@@ -43,8 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     catalog = load_catalog(settings.catalog_path)
-    check_imagine_models(settings, catalog)
-    styles = load_styles(settings.styles_path, catalog)
+    styles = load_imagine(settings, catalog)
     mcp = build_mcp(settings, catalog, styles)
 
     @asynccontextmanager

@@ -14,7 +14,7 @@ from app.channels.registry import UPSTREAM_CANCEL, Channels
 from app.core.config import Settings
 from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.db.hooks import Listener
-from app.imagine.styles import Styles, check_imagine_models, load_styles
+from app.imagine.styles import Styles, load_imagine
 from app.jobs.notify import Notifier
 from app.jobs.viewcache import TASK_CHANGED, TaskViewCache
 from app.keys.cache import KeyCache
@@ -72,8 +72,7 @@ class Runtime:
         policy = outbound_policy(settings)
         inputs = InputReader(http, policy, MediaSourceReader(sessions, media_store, signing_secret))
         catalog = catalog or load_catalog(settings.catalog_path)
-        check_imagine_models(settings, catalog)
-        styles = styles or load_styles(settings.styles_path, catalog)
+        styles = styles or load_imagine(settings, catalog)
         channels = Channels(
             load_channels(settings.channels_path, model_ids=catalog.ids),
             settings=settings,

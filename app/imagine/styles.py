@@ -90,6 +90,13 @@ class Styles:
         return style
 
 
+def load_imagine(settings: Settings, catalog: Catalog) -> Styles:
+    """What the imagine surface needs at start: its settings' models checked against the
+    catalog, and the styles loaded. Raises ImagineConfigError."""
+    check_imagine_models(settings, catalog)
+    return load_styles(settings.styles_path, catalog)
+
+
 def check_imagine_models(settings: Settings, catalog: Catalog) -> None:
     """Every model an imagine setting names is in the catalog. Raises ImagineConfigError."""
     for name in IMAGINE_MODEL_SETTINGS:
