@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.catalog import CatalogModel
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import InvalidInput
 from app.core.ids import now_ms
 from app.core.names import unknown_field
 from app.imagine.schemas import ImagineRequest, ReimagineRequest, TaskIds
@@ -42,7 +42,7 @@ from app.jobs.service import (
     price_inputs,
     urls_to_check,
 )
-from app.jobs.views import base_url_of
+from app.jobs.views import base_url_of, get_task
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
@@ -116,9 +116,7 @@ async def reimagine(
     principal.require(Scope.TASKS_CREATE)
     request = ReimagineRequest.parse(body)
     await _admit(runtime, principal, request_id, creations=1)
-    source = await session.get(Task, request.task_id)
-    if source is None or source.api_key_id != principal.key_id:
-        raise NotFound("task not found")
+    source = await get_task(session, principal=principal, task_id=request.task_id)
     if source.status != TaskStatus.SUCCESS.value:
         raise InvalidInput(
             f"task_id: the task is {source.status}; only a completed task can be reimagined",

@@ -28,6 +28,7 @@ from app.core.errors import InvalidInput, NotFound
 from app.core.ids import now_ms
 from app.jobs.failures import fail_code
 from app.jobs.models import Task, TaskStatus
+from app.jobs.views import get_task
 from app.keys.scopes import Scope
 from app.keys.service import Principal
 from app.limits.service import GROUP_QUERY
@@ -116,9 +117,7 @@ async def read_task(
     """
     principal.require(Scope.TASKS_READ)
     await runtime.limiter.hit(principal, GROUP_QUERY)
-    task = await session.get(Task, task_id)
-    if task is None or task.api_key_id != principal.key_id:
-        raise NotFound("task not found")
+    task = await get_task(session, principal=principal, task_id=task_id)
     assets = await _asset_ids(session, [task.id])
     return task_item(task, assets.get(task.id, []))
 
