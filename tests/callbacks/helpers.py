@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 from app.core.config import Settings
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
-from tests.support.apps import eventually, running_app, runtime_of
+from tests.support.apps import eventually, record_info, running_app, runtime_of
 from tests.support.receiver import Received
 
 T2I = "gpt-image-2-text-to-image"
@@ -34,12 +34,7 @@ async def create_task(
 
 
 async def record(client: httpx.AsyncClient, customer: Customer, task_id: str) -> dict[str, Any]:
-    response = await client.get(
-        "/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=customer.headers
-    )
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
+    return await record_info(client, customer.headers, task_id)
 
 
 async def callbacks(client: httpx.AsyncClient, customer: Customer, task_id: str) -> dict[str, Any]:

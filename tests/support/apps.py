@@ -79,17 +79,25 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
+async def record_info(
+    client: httpx.AsyncClient, headers: dict[str, str], task_id: str
+) -> dict[str, Any]:
+    """recordInfo's `data` for the task, checked to be a 200."""
+    response = await client.get(
+        "/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
 async def wait_for_terminal(
     client: httpx.AsyncClient, headers: dict[str, str], task_id: str, *, within_s: float = 60
 ) -> dict[str, Any]:
     """Poll recordInfo until the task leaves `waiting`; returns its data."""
 
     async def probe() -> dict[str, Any] | None:
-        response = await client.get(
-            "/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=headers
-        )
-        assert response.status_code == 200, response.text
-        data: dict[str, Any] = response.json()["data"]
+        data = await record_info(client, headers, task_id)
         return data if data["state"] != "waiting" else None
 
     return await eventually(probe, within_s=within_s, what=f"task {task_id} to finish")

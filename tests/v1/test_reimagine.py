@@ -23,7 +23,13 @@ from app.media.models import MediaFile
 from app.media.service import signed_media_url
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
-from tests.support.apps import running_app, runtime_of, wait_for_terminal, worker_running
+from tests.support.apps import (
+    record_info,
+    running_app,
+    runtime_of,
+    wait_for_terminal,
+    worker_running,
+)
 from tests.v1.conftest import balance_of, create_task, ledger_of, tasks_of
 
 # The seed's reimagine example body, verbatim but for the task id it names.
@@ -109,12 +115,7 @@ async def listed(client: httpx.AsyncClient, customer: Customer) -> dict[str, dic
 
 
 async def info_of(client: httpx.AsyncClient, customer: Customer, task_id: str) -> dict[str, Any]:
-    response = await client.get(
-        "/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=customer.headers
-    )
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
+    return await record_info(client, customer.headers, task_id)
 
 
 async def param_of(client: httpx.AsyncClient, customer: Customer, task_id: str) -> dict[str, Any]:
