@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.hooks import announce_after_commit
 
 TASK_CHANGED = "task_changed"
+# The longest a board of the queue's head serves places with no change announced.
+QUEUE_BOARD_SECONDS = 2.0
 
 
 def task_changed_after_commit(session: AsyncSession, *task_ids: str) -> None:
@@ -64,6 +66,8 @@ class TaskViewCache:
         self._clock = 0
         self._changed: OrderedDict[str, int] = OrderedDict()
         self._forgotten = 0
+        self._board: QueueBoard | None = None
+        self._board_reading = False
 
     @property
     def ttl_s(self) -> float:
@@ -98,6 +102,39 @@ class TaskViewCache:
         while len(self._views) > self._max:
             self._views.popitem(last=False)
 
+    def queue_board(self) -> QueueBoard | None:
+        """The board of the queue's head, while nothing changed since it was read (and for
+        QUEUE_BOARD_SECONDS at most, which bounds what a lost announcement leaves stale)."""
+        board = self._board
+        if board is None or board.clock != self._clock:
+            return None
+        if time.monotonic() - board.taken_at >= QUEUE_BOARD_SECONDS:
+            return None
+        return board
+
+    def claim_board_read(self) -> bool:
+        """Whether this caller reads the board now: one read at a time, and the others count
+        their own place meanwhile rather than all reading the same rows."""
+        if self._board_reading:
+            return False
+        self._board_reading = True
+        return True
+
+    def release_board_read(self) -> None:
+        self._board_reading = False
+
+    def keep_board(
+        self, heads: list[tuple[int, str]], *, since: int, cap: int
+    ) -> QueueBoard | None:
+        """The board from the queue's head read after `since` (begin()), in pickup order;
+        None, and nothing kept, when anything changed meanwhile."""
+        if self._clock != since:
+            return None
+        places = {task_id: place for place, (_due, task_id) in enumerate(heads, start=1)}
+        last = heads[-1] if heads else None
+        self._board = QueueBoard(since, time.monotonic(), places, last, cap)
+        return self._board
+
     def changed(self, task_id: str) -> None:
         """The task changed (here or in another process): forget its answer, and the places
         in the queue every queued answer shows."""
@@ -108,3 +145,30 @@ class TaskViewCache:
         while len(self._changed) > self._max:
             _task, when = self._changed.popitem(last=False)
             self._forgotten = max(self._forgotten, when)
+
+
+@dataclass(frozen=True)
+class QueueBoard:
+    """The head of the queue as one read saw it: the first `cap` queued tasks in pickup order
+    (due_at, id), so a queued task's place costs no count in the database while nothing
+    leaves the queue. Kept by TaskViewCache under the same change counter as queued answers:
+    any announced change drops it, and new tasks queue behind it and move no one.
+    """
+
+    clock: int  # the change counter it was read at
+    taken_at: float  # time.monotonic()
+    places: dict[str, int]  # task id -> place (1 is next)
+    last: tuple[int, str] | None  # the (due_at, id) of its last task
+    cap: int
+
+    def place(self, task_id: str, due_at: int) -> int | None:
+        """The task's place; `cap` when it queues behind a full board; None when the board
+        cannot tell (the task queued after the board was read, ahead of its end or behind a
+        board that was not full)."""
+        place = self.places.get(task_id)
+        if place is not None:
+            return place
+        full = len(self.places) >= self.cap - 1
+        if full and self.last is not None and (due_at, task_id) > self.last:
+            return self.cap
+        return None

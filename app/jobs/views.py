@@ -106,14 +106,15 @@ async def _admit_read(runtime: Runtime, principal: Principal, task_id: str | Non
 async def _read_task(
     session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str, base_url: str
 ) -> TaskRead:
-    # One statement: the task of this key and, while it is queued, its place in the queue.
+    # One statement for the task of this key and its callback state; a queued task's place
+    # comes from the process's board of the queue's head (see queue_place).
     row = (
         await session.execute(_READ_TASK, {"task_id": task_id, "key_id": principal.key_id})
     ).first()
     if row is None:
         raise NotFound("task not found")
-    task, ahead, callback = row
-    position = None if ahead is None else int(ahead) + 1
+    task, callback = row
+    position = await queue_place(session, runtime, task) if task.status == "queued" else None
     return await _view(
         session,
         runtime=runtime,
@@ -133,7 +134,7 @@ async def describe_task(
     url_ttl_s: int | None = None,
 ) -> TaskRead:
     """The public view of a task (recordInfo data, callback body)."""
-    position = await _queue_position(session, task) if task.status == "queued" else None
+    position = await queue_place(session, runtime, task) if task.status == "queued" else None
     latest = None
     if task.callback_url:
         latest = await session.scalar(_LATEST_DELIVERY, {"task_id": task.id})
@@ -281,13 +282,6 @@ _READ_TASK = select(
     Task,
     case(
         (
-            col(Task.status) == TaskStatus.QUEUED.value,
-            _queued_ahead(_TASKS.c.due_at, _TASKS.c.id),
-        ),
-        else_=None,
-    ),
-    case(
-        (
             col(Task.callback_url).is_not(None),
             _latest_delivery(_TASKS.c.id).correlate(_TASKS).scalar_subquery(),
         ),
@@ -295,6 +289,12 @@ _READ_TASK = select(
     ),
 ).where(col(Task.id) == bindparam("task_id"), col(Task.api_key_id) == bindparam("key_id"))
 _QUEUED_AHEAD = select(_queued_ahead(bindparam("due_at"), bindparam("task_id")))
+_QUEUE_HEAD = (
+    select(_TASKS.c.id, _TASKS.c.due_at)
+    .where(_TASKS.c.status == TaskStatus.QUEUED.value)
+    .order_by(_TASKS.c.due_at, _TASKS.c.id)
+    .limit(QUEUE_POSITION_CAP - 1)
+)
 
 
 def _upstream_place(task: Task) -> int | None:
@@ -302,10 +302,27 @@ def _upstream_place(task: Task) -> int | None:
     return None if task.queue_position is None else task.queue_position + 1
 
 
-async def _queue_position(session: AsyncSession, task: Task) -> int:
-    """1 for the next task to be picked up; saturates at QUEUE_POSITION_CAP."""
-    ahead = await session.scalar(_QUEUED_AHEAD, {"due_at": task.due_at, "task_id": task.id})
-    return int(ahead or 0) + 1
+async def queue_place(session: AsyncSession, runtime: Runtime, task: Task) -> int:
+    """A queued task's place: 1 for the next task to be picked up; saturates at
+    QUEUE_POSITION_CAP. From the process's board of the queue's head while nothing has left
+    the queue since it was read (one read of the head serves every place until then), else
+    counted for this task alone."""
+    cache = runtime.task_views
+    board = cache.queue_board()
+    if board is None and cache.claim_board_read():
+        since = cache.begin()
+        try:
+            heads = (await session.execute(_QUEUE_HEAD)).all()
+        finally:
+            cache.release_board_read()
+        board = cache.keep_board(
+            [(due_at, task_id) for task_id, due_at in heads], since=since, cap=QUEUE_POSITION_CAP
+        )
+    place = board.place(task.id, task.due_at) if board is not None else None
+    if place is None:
+        ahead = await session.scalar(_QUEUED_AHEAD, {"due_at": task.due_at, "task_id": task.id})
+        place = int(ahead or 0) + 1
+    return place
 
 
 def base_url_of(runtime: Runtime, request_base: str | None) -> str:
