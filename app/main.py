@@ -64,20 +64,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app, catalog, styles, settings)
+    # Routes are matched in order, one pattern at a time: the hot ones first. MCP's is an
+    # exact route, not a mount: a mount at /api/mcp would redirect POST /api/mcp.
+    app.router.routes.insert(
+        0, Route(MCP_PATH, endpoint=McpGateway(mcp), methods=["GET", "POST", "DELETE"])
+    )
     for router in (
+        jobs.router,
         health.router,
         account.router,
         keys.router,
         models.router,
-        jobs.router,
         files.router,
         media.router,
         upstream.router,
         v1.router,
     ):
         app.include_router(router)
-    # An exact route, not a mount: a mount at /api/mcp would redirect POST /api/mcp.
-    app.router.routes.append(
-        Route(MCP_PATH, endpoint=McpGateway(mcp), methods=["GET", "POST", "DELETE"])
-    )
     return app

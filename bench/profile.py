@@ -70,6 +70,7 @@ class Endpoint:
     name: str
     title: str
     setup: Callable[[httpx.Client, Path], Load]  # checks one answer, returns the load
+    settings: tuple[tuple[str, str], ...] = ()  # the server's environment beside the defaults
 
 
 def _body_file(work: Path, name: str, body: dict[str, Any]) -> str:
@@ -89,6 +90,17 @@ def _record_info_load(client: httpx.Client, work: Path) -> Load:
     gengate.checked_data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
     ids = work / "record-id.txt"
     ids.write_text(f"{task_id}\n")  # one task, read over and over
+    return Load("", "get_ids.lua", [str(ids), gengate.RECORD_PATH])
+
+
+STREAM_TASKS = 500
+
+
+def _record_stream_load(client: httpx.Client, work: Path) -> Load:
+    task_ids = [gengate.create_task(client) for _ in range(STREAM_TASKS)]
+    gengate.checked_data(client.get(gengate.RECORD_PATH + task_ids[0]), taskId=task_ids[0])
+    ids = work / "record-stream-ids.txt"
+    ids.write_text("".join(f"{task_id}\n" for task_id in task_ids))
     return Load("", "get_ids.lua", [str(ids), gengate.RECORD_PATH])
 
 
@@ -124,6 +136,13 @@ def _mcp_status_load(client: httpx.Client, work: Path) -> Load:
 ENDPOINTS = [
     Endpoint("createTask", "POST createTask", _create_task_load),
     Endpoint("recordInfo", "GET recordInfo (one task)", _record_info_load),
+    # As the bench's stream phase: answers from memory off, so every read is the database's.
+    Endpoint(
+        "recordInfoStream",
+        "GET recordInfo (a stream of tasks, answers from memory off)",
+        _record_stream_load,
+        (("GENGATE_TASK_VIEW_CACHE_SECONDS", "0"),),
+    ),
     Endpoint("mcpGenerateImage", "MCP tools/call generate_image", _mcp_generate_load),
     Endpoint("mcpGenerationStatus", "MCP tools/call get_generation_status", _mcp_status_load),
 ]
@@ -351,17 +370,17 @@ def run(chosen: list[Endpoint], opts: SpyOptions) -> bool:
             (work / "var").mkdir()
             env = gengate.make_env(db.reset_database(DB_NAME), work / "var", redis_prefix)
             gg = gengate.prepare(env)
-            target = "app.main:create_app"
-            with running(
-                "gengate-profile", target, gg.with_workers(False), LOG_DIR, factory=True
-            ) as server:
-                for endpoint in chosen:
-                    console.print(f"[bold]{endpoint.title}[/bold] …")
-                    try:
+            for endpoint in chosen:  # a server of its own for each, with its settings
+                console.print(f"[bold]{endpoint.title}[/bold] …")
+                env = {**gg.with_workers(False), **dict(endpoint.settings)}
+                try:
+                    with running(
+                        "gengate-profile", "app.main:create_app", env, LOG_DIR, factory=True
+                    ) as server:
                         results[endpoint.name] = profile_endpoint(endpoint, server, gg, work, opts)
-                    except BenchError as exc:
-                        ok = False
-                        console.print(f"[red]{endpoint.name}: {exc}[/red]", highlight=False)
+                except BenchError as exc:
+                    ok = False
+                    console.print(f"[red]{endpoint.name}: {exc}[/red]", highlight=False)
     finally:
         gengate.cleanup_redis(redis_prefix)
         _drop_database(DB_NAME)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -17,6 +20,8 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from app.db.hooks import AppSession, Listener, session_info
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# What a read-only query layer runs its Core statements on: a session or a bare connection.
+Reader = AsyncSession | AsyncConnection
 
 
 # A pooled connection idle this long is pinged before use; a busy one is not (SQLAlchemy's
@@ -62,6 +67,17 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             dialect.do_ping(dbapi_conn)
         except Exception as error:
             raise exc.DisconnectionError() from error
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads whose statements each stand alone, with no ORM session: on
+    PostgreSQL in autocommit (every statement its own snapshot, and no BEGIN and ROLLBACK
+    round trips around them); on SQLite in a transaction as usual (its one connection)."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def _create_sqlite_engine(url: str) -> AsyncEngine:

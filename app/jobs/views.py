@@ -26,6 +26,7 @@ from app.core.errors import (
     NotFound,
 )
 from app.core.ids import now_ms
+from app.db.engine import Reader, reading
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import CallbackState, TaskRead
@@ -68,9 +69,9 @@ async def read_task_json(
     if kept is not None:
         return kept
     since = cache.begin()
-    async with runtime.sessions() as session:
+    async with reading(runtime.engine) as conn:
         view = await _read_task(
-            session, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
+            conn, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
         )
     body = view.model_dump_json(by_alias=True).encode()
     answer = CachedView.of(principal.key_id, body, ttl_s=cache.ttl_s, queued=view.stage == "queued")
@@ -104,19 +105,19 @@ async def _admit_read(runtime: Runtime, principal: Principal, task_id: str | Non
 
 
 async def _read_task(
-    session: AsyncSession, *, runtime: Runtime, principal: Principal, task_id: str, base_url: str
+    db: Reader, *, runtime: Runtime, principal: Principal, task_id: str, base_url: str
 ) -> TaskRead:
     # One statement for the task of this key and its callback state; a queued task's place
     # comes from the process's board of the queue's head (see queue_place).
-    row = (
-        await session.execute(_READ_TASK, {"task_id": task_id, "key_id": principal.key_id})
-    ).first()
+    row = (await db.execute(_READ_TASK, {"task_id": task_id, "key_id": principal.key_id})).first()
     if row is None:
         raise NotFound("task not found")
-    task, callback = row
-    position = await queue_place(session, runtime, task) if task.status == "queued" else None
+    # A detached picture of the row; model_construct skips validation.
+    task = Task.model_construct(**dict(zip(_TASK_COLUMNS, row, strict=False)))
+    callback = row[-1]
+    position = await queue_place(db, runtime, task) if task.status == "queued" else None
     return await _view(
-        session,
+        db,
         runtime=runtime,
         task=task,
         base_url=base_url,
@@ -160,7 +161,7 @@ def callback_state_of(task: Task, latest_delivery: str | None) -> CallbackState:
 
 
 async def _view(
-    session: AsyncSession,
+    db: Reader,
     *,
     runtime: Runtime,
     task: Task,
@@ -173,7 +174,7 @@ async def _view(
     result_json = None
     if task.status == TaskStatus.SUCCESS.value:
         files = await result_files(
-            session, runtime=runtime, task=task, base_url=base_url, ttl_s=url_ttl_s
+            db, runtime=runtime, task=task, base_url=base_url, ttl_s=url_ttl_s
         )
         urls = [f.url for f in files]
         result_json = json.dumps({"resultUrls": urls}, separators=(",", ":"))
@@ -213,7 +214,7 @@ class ResultFile:
 
 
 async def result_files(
-    session: AsyncSession,
+    db: Reader,
     *,
     runtime: Runtime,
     task: Task,
@@ -235,7 +236,7 @@ async def result_files(
             path=f.path,
             size_bytes=f.size_bytes,
         )
-        for f in await list_task_media(session, task_id=task.id)
+        for f in await list_task_media(db, task_id=task.id)
     ]
 
 
@@ -278,8 +279,9 @@ def _latest_delivery(task_id: ColumnElement[str]) -> Select[tuple[str]]:
 
 
 _LATEST_DELIVERY = _latest_delivery(bindparam("task_id"))
+_TASK_COLUMNS = tuple(column.name for column in _TASKS.c)
 _READ_TASK = select(
-    Task,
+    *_TASKS.c,
     case(
         (
             col(Task.callback_url).is_not(None),
@@ -302,7 +304,7 @@ def _upstream_place(task: Task) -> int | None:
     return None if task.queue_position is None else task.queue_position + 1
 
 
-async def queue_place(session: AsyncSession, runtime: Runtime, task: Task) -> int:
+async def queue_place(db: Reader, runtime: Runtime, task: Task) -> int:
     """A queued task's place: 1 for the next task to be picked up; saturates at
     QUEUE_POSITION_CAP. From the process's board of the queue's head while nothing has left
     the queue since it was read (one read of the head serves every place until then), else
@@ -312,7 +314,7 @@ async def queue_place(session: AsyncSession, runtime: Runtime, task: Task) -> in
     if board is None and cache.claim_board_read():
         since = cache.begin()
         try:
-            heads = (await session.execute(_QUEUE_HEAD)).all()
+            heads = (await db.execute(_QUEUE_HEAD)).all()
         finally:
             cache.release_board_read()
         board = cache.keep_board(
@@ -320,7 +322,7 @@ async def queue_place(session: AsyncSession, runtime: Runtime, task: Task) -> in
         )
     place = board.place(task.id, task.due_at) if board is not None else None
     if place is None:
-        ahead = await session.scalar(_QUEUED_AHEAD, {"due_at": task.due_at, "task_id": task.id})
+        ahead = await db.scalar(_QUEUED_AHEAD, {"due_at": task.due_at, "task_id": task.id})
         place = int(ahead or 0) + 1
     return place
 

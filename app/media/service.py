@@ -14,10 +14,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from app.core.errors import NotFound
 from app.core.ids import new_id, now_ms
+from app.db.engine import Reader
 from app.media.models import MediaFile
 from app.media.signing import sign_media, verify_media
 from app.media.storage import LocalMediaStore, StoredBlob
@@ -95,24 +95,27 @@ async def record_media(
     return media
 
 
-async def list_task_media(session: AsyncSession, *, task_id: str) -> list[MediaFile]:
+async def list_task_media(db: Reader, *, task_id: str) -> list[MediaFile]:
     """A task's files in result order (by position)."""
-    return (await list_tasks_media(session, task_ids=[task_id])).get(task_id, [])
+    return (await list_tasks_media(db, task_ids=[task_id])).get(task_id, [])
 
 
-async def list_tasks_media(
-    session: AsyncSession, *, task_ids: list[str]
-) -> dict[str, list[MediaFile]]:
-    """The files of several tasks in one query: by task id, each in result order."""
+_MEDIA = MediaFile.metadata.tables["media_file"]
+
+
+async def list_tasks_media(db: Reader, *, task_ids: list[str]) -> dict[str, list[MediaFile]]:
+    """The files of several tasks in one query: by task id, each in result order. Detached
+    pictures of the rows (Core, so a bare connection can read them too)."""
     if not task_ids:
         return {}
     stmt = (
-        select(MediaFile)
-        .where(col(MediaFile.task_id).in_(task_ids))
-        .order_by(col(MediaFile.task_id), col(MediaFile.position))
+        select(*_MEDIA.c)
+        .where(_MEDIA.c.task_id.in_(task_ids))
+        .order_by(_MEDIA.c.task_id, _MEDIA.c.position)
     )
     found: dict[str, list[MediaFile]] = {}
-    for file in (await session.scalars(stmt)).all():
+    for row in (await db.execute(stmt)).mappings():
+        file = MediaFile.model_construct(**row)
         found.setdefault(file.task_id or "", []).append(file)
     return found
 

@@ -1,6 +1,7 @@
 """recordInfo from memory: an unchanged task costs no database round trip, answers carry an
 ETag (304 for If-None-Match), and a change, here or in another process, is never hidden."""
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,11 +24,14 @@ from tests.support.receiver import receiving
 
 @contextmanager
 def statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The SQL statements the runtime's engine runs meanwhile."""
+    """The SQL statements the runtime's engine runs meanwhile for the calling asyncio task
+    (the requests it sends through the ASGI transport), not for the app's background work."""
     seen: list[str] = []
+    caller = asyncio.current_task()
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+        if asyncio.current_task() is caller:
+            seen.append(statement)
 
     engine = runtime.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
