@@ -61,6 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Gateway for asynchronous AI image and video generation",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     install_error_handlers(app)
     install_openapi(app, catalog, styles, settings)

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the server and the workers"
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs, through the "
+        "OpenTelemetry providers configured in the process. Off: no request looks for them "
+        "(a check that costs 3% of a read)",
+    )
     db_pool_size: int = Field(
         default=20,
         gt=0,
