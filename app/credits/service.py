@@ -8,7 +8,7 @@ and the table a CHECK constraint, so the balance cannot go below zero under any 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -32,6 +32,7 @@ from app.accounts.models import Account
 from app.core.errors import InsufficientCredits, InvalidInput, NotFound
 from app.core.ids import now_ms
 from app.credits.models import LedgerEntry, LedgerKind
+from app.db.engine import Reader
 
 
 async def _move(
@@ -124,6 +125,56 @@ def guarded_hold(condition: ColumnElement[bool], *, with_cte: CTE | None = None)
     return GuardedHold(statement)
 
 
+def debit_and_hold(dependent: Callable[[CTE], CTE]) -> GuardedHold:
+    """PostgreSQL: a hold in ONE statement, for a connection in autocommit (see
+    app.db.engine.standalone): the debit, a dependent insert and the hold's ledger row, all
+    or none. `dependent(debited)` builds a data-modifying CTE that writes only when the debit
+    did (it selects from `debited`), e.g. the task the hold is for. No condition can guard
+    it: a count in this statement would read the snapshot taken before the account row's
+    lock was granted. Build it once; run it with hold_at_once."""
+    debited = _DEBIT.cte("debited")
+    row = select(
+        bindparam("hold_account", type_=String),
+        bindparam("hold_kind", type_=String),
+        bindparam("hold_amount", type_=BigInteger),
+        debited.c.balance,
+        bindparam("hold_task", type_=String),
+        bindparam("hold_at", type_=BigInteger),
+    ).select_from(debited)
+    columns = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
+    statement = insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.balance_after)
+    return GuardedHold(statement.add_cte(debited).add_cte(dependent(debited)))
+
+
+async def hold_at_once(
+    db: Reader,
+    hold: GuardedHold,
+    *,
+    account_id: str,
+    amount: int,
+    task_id: str,
+    params: Mapping[str, Any],
+) -> int:
+    """Run a debit_and_hold statement; the balance after. Raises InsufficientCredits,
+    NotFound (and then nothing was written)."""
+    written = await db.execute(
+        hold.insert,
+        {
+            **params,
+            "hold": amount,
+            "hold_account": account_id,
+            "hold_kind": LedgerKind.HOLD.value,
+            "hold_amount": -amount,
+            "hold_task": task_id,
+            "hold_at": now_ms(),
+        },
+    )
+    balance_after: int | None = written.scalar()
+    if balance_after is None:
+        await _refuse_hold(db, account_id=account_id, amount=amount)
+    return balance_after
+
+
 async def debit_for_hold(session: AsyncSession, *, account_id: str, amount: int) -> int:
     """First half of a hold on the hot path: take `amount` off the balance, locking the
     account row until commit. Returns the balance after; record_hold must follow in the
@@ -169,10 +220,8 @@ async def record_hold(
     return written.scalar() is not None
 
 
-async def _refuse_hold(session: AsyncSession, *, account_id: str, amount: int) -> NoReturn:
-    balance = await session.scalar(
-        select(col(Account.balance)).where(col(Account.id) == account_id)
-    )
+async def _refuse_hold(db: Reader, *, account_id: str, amount: int) -> NoReturn:
+    balance = await db.scalar(select(col(Account.balance)).where(col(Account.id) == account_id))
     if balance is None:
         raise NotFound("account not found")
     raise InsufficientCredits(required=amount, balance=balance)

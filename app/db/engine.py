@@ -70,10 +70,11 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads whose statements each stand alone, with no ORM session: on
-    PostgreSQL in autocommit (every statement its own snapshot, and no BEGIN and ROLLBACK
-    round trips around them); on SQLite in a transaction as usual (its one connection)."""
+async def standalone(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection, with no ORM session, for statements that each stand alone: on PostgreSQL
+    in autocommit (every statement its own transaction and snapshot, with no BEGIN and
+    COMMIT round trips around it); on SQLite in one transaction as usual, which the caller
+    commits if it wrote."""
     async with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     TextClause,
     bindparam,
     func,
     insert,
     select,
     text,
-    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
@@ -37,11 +37,14 @@ from app.core.ids import new_id, now_ms
 from app.core.text import check_text
 from app.credits.service import (
     UNCONDITIONAL_HOLD,
+    debit_and_hold,
     debit_for_hold,
     guarded_hold,
+    hold_at_once,
     record_hold,
     undo_debit,
 )
+from app.db.engine import standalone
 from app.db.hooks import after_commit
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskGroup, TaskStatus
@@ -244,6 +247,21 @@ async def create_task(
     # updated cost PostgreSQL more than everything else here (multixact churn).
     limit = runtime.settings.tier_limits(principal.tier).max_active_tasks
     counted = limit < UNLIMITED_ACTIVE_TASKS
+    dialect = session.get_bind().dialect.name
+    if request_id is None and not counted and dialect == "postgresql":
+        # Nothing to count and nothing to look up: the debit, the task and its hold in one
+        # statement that commits on its own (see _CREATE_AT_ONCE).
+        async with standalone(runtime.engine) as conn:
+            await hold_at_once(
+                conn,
+                _CREATE_AT_ONCE,
+                account_id=principal.account_id,
+                amount=priced.price,
+                task_id=values["id"],
+                params={f"new_{name}": value for name, value in values.items()},
+            )
+        runtime.notifier.wake_workers()
+        return CreateResult(Task.model_construct(**values), created=True)
     try:
         balance_after = await debit_for_hold(
             session, account_id=principal.account_id, amount=priced.price
@@ -258,9 +276,9 @@ async def create_task(
         raise
     hold = _HOLD_UNDER_ACTIVE_LIMIT if counted else UNCONDITIONAL_HOLD
     params = _active_params(principal.key_id, limit) if counted else {}
-    if request_id is None and session.get_bind().dialect.name == "postgresql":
-        # One round trip for the task and its hold (see _TASK_AND_HOLD).
-        hold = _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT if counted else _TASK_AND_HOLD
+    if request_id is None and dialect == "postgresql":
+        # One round trip for the task and its hold (see _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT).
+        hold = _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT
         params = {**params, **{f"new_{name}": value for name, value in values.items()}}
     elif request_id is None:
         await session.execute(_INSERT_TASK, values)
@@ -351,7 +369,20 @@ _NEW_TASK = (
 _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT = guarded_hold(
     bindparam("active_limit") >= _ACTIVE_OF_KEY + 1, with_cte=_NEW_TASK
 )
-_TASK_AND_HOLD = guarded_hold(true(), with_cte=_NEW_TASK)
+
+
+def _task_after_debit(debited: CTE) -> CTE:
+    """The new task's insert, written only when the debit was (see debit_and_hold)."""
+    row = select(
+        *(bindparam(f"new_{name}", type_=_TASKS.c[name].type) for name in TASK_COLUMNS)
+    ).select_from(debited)
+    return insert(_TASKS).from_select(TASK_COLUMNS, row).returning(_TASKS.c.id).cte("new_task")
+
+
+# PostgreSQL, a key without an active-task limit and no X-Request-Id: one statement in
+# autocommit, a single round trip with no BEGIN or COMMIT. A limited key keeps the two
+# statements above: its count must see every create that held the account row before.
+_CREATE_AT_ONCE = debit_and_hold(_task_after_debit)
 _COUNT_ACTIVE = select(_ACTIVE_OF_KEY)
 
 

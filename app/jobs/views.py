@@ -26,7 +26,7 @@ from app.core.errors import (
     NotFound,
 )
 from app.core.ids import now_ms
-from app.db.engine import Reader, reading
+from app.db.engine import Reader, standalone
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import CallbackState, TaskRead
@@ -69,7 +69,7 @@ async def read_task_json(
     if kept is not None:
         return kept
     since = cache.begin()
-    async with reading(runtime.engine) as conn:
+    async with standalone(runtime.engine) as conn:
         view = await _read_task(
             conn, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
         )
