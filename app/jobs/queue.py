@@ -25,12 +25,18 @@ async def claim_due_tasks(
     `polls`: claim tasks an upstream holds (due for a poll) instead of tasks to submit. The
     two are separate pools of work: a poll is a short request, a submit may be a render.
     A poll is not an attempt: it counts in `polls`, and only the deadline bounds them.
+    A task past its deadline is not claimed: the expiry sweep fails and refunds it.
     """
     now = now_ms()
     held = col(Task.upstream_id).is_not(None) if polls else col(Task.upstream_id).is_(None)
     due = (
         select(col(Task.id))
-        .where(col(Task.status).in_(ACTIVE_STATUSES), col(Task.due_at) <= now, held)
+        .where(
+            col(Task.status).in_(ACTIVE_STATUSES),
+            col(Task.due_at) <= now,
+            col(Task.deadline_at) > now,
+            held,
+        )
         .order_by(col(Task.due_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
