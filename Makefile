@@ -46,7 +46,7 @@ format: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
-# py-spy profiles of createTask, recordInfo and the MCP generate_image and
+# py-spy profiles of createTask, recordInfo (one task; a stream), and the MCP generate_image and
 # get_generation_status tools under wrk load: bench/results/profiles/*.speedscope.json.
 profile: $(DEV_STAMP)
 	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
