@@ -18,6 +18,7 @@ from app.accounts.service import describe_account
 from app.catalog.schemas import ModelRead
 from app.core.errors import AppError, InvalidInput
 from app.core.text import check_text
+from app.db.engine import transaction
 from app.jobs.schemas import TaskCreate, TaskCreated, TaskRead
 from app.jobs.service import cancel_task, check_request_id, create_task, estimate_task
 from app.jobs.views import describe_task, get_task, read_task, result_files
@@ -43,9 +44,8 @@ async def run_tool(
     """
     caller = caller_of(ctx)
     try:
-        async with caller.runtime.sessions() as session:
+        async with transaction(caller.runtime.sessions) as session:
             answer = await work(session, caller)
-            await session.commit()
         return answer if isinstance(answer, CallToolResult) else results.success(answer)
     except AppError as exc:
         return results.failure(exc)

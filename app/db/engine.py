@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,21 @@ async def standalone(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         if engine.dialect.name == "postgresql":
             await conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+@asynccontextmanager
+async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction commits when the block ends without an error."""
+    async with sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            # The commit itself may be what failed (the database went away after the
+            # block); a rollback that fails too must not hide that error from the caller.
+            with contextlib.suppress(Exception):
+                await session.rollback()
+            raise
 
 
 def _create_sqlite_engine(url: str) -> AsyncEngine:

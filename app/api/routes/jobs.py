@@ -8,6 +8,7 @@ from app.api.envelope import Envelope, error_responses, ok, ok_json
 from app.callbacks.schemas import CallbackList
 from app.callbacks.service import read_callbacks, redeliver_callback
 from app.core.text import SafeText
+from app.db.engine import transaction
 from app.jobs.schemas import EstimateRead, TaskCreate, TaskCreated, TaskRead
 from app.jobs.service import cancel_task, create_task, estimate_task
 from app.jobs.views import base_url_of, describe_task, read_task_json
@@ -49,18 +50,18 @@ def _ok(data: BaseModel) -> Response:
 )
 async def create(
     body: CreateBody,
-    session: SessionDep,
     principal: PrincipalDep,
     runtime: RuntimeDep,
     request_id: RequestIdHeader = None,
 ) -> Response:
-    result = await create_task(
-        session,
-        runtime=runtime,
-        principal=principal,
-        spec=TaskCreate.from_arguments(body),
-        request_id=request_id,
-    )
+    async with transaction(runtime.sessions) as session:
+        result = await create_task(
+            session,
+            runtime=runtime,
+            principal=principal,
+            spec=TaskCreate.from_arguments(body),
+            request_id=request_id,
+        )
     return _ok(TaskCreated.of(result.task))
 
 
