@@ -123,10 +123,7 @@ async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
     token = parse_bearer(header)
     # Before the SDK: an outage here must be an HTTP 503, not a JSON-RPC internal error.
     with unavailable_on_outage():
-        async with runtime.sessions() as session:
-            principal = await runtime.keys.authenticate(session, token=token)
-            await session.commit()
-    return principal
+        return await runtime.keys.authenticate_with(runtime.sessions, token=token)
 
 
 def _refuse_stream() -> JSONResponse:
