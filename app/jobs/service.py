@@ -227,7 +227,9 @@ async def create_task(
     spec: TaskCreate,
     request_id: str | None = None,
 ) -> CreateResult:
-    """Validate, price, hold the credits and queue the task, all in the caller's transaction.
+    """Validate, price, hold the credits and queue the task, all in the caller's transaction;
+    except on PostgreSQL for a key without an active-task limit and no request id, where the
+    task and its hold are one statement committed on its own before this returns.
 
     Raises PermissionDenied, RateLimited, InvalidInput, Conflict (request id reused with
     other parameters), TooManyActiveTasks, InsufficientCredits.
