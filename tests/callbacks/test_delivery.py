@@ -10,7 +10,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from tests.conftest import Customer
-from tests.support.apps import eventually, wait_for_terminal
+from tests.support.apps import eventually, record_info, wait_for_terminal
 from tests.support.receiver import Receiver, receiving
 
 
@@ -52,10 +52,8 @@ async def test_success_and_failure_each_call_back_once_verified(
         async def both_delivered() -> bool:
             # The receiver holds a request before its answer reaches the sender, and the
             # sender records the delivery only after that answer: wait for the record too.
-            record = await client.get(
-                "/api/v1/jobs/recordInfo", params={"taskId": ok_id}, headers=customer.headers
-            )
-            recorded = record.json()["data"]["callbackState"] == "delivered"
+            record = await record_info(client, customer.headers, ok_id)
+            recorded = record["callbackState"] == "delivered"
             return recorded and bool(receiver.on("/ok")) and bool(receiver.on("/failed"))
 
         await eventually(both_delivered, what="both callbacks, and the delivery recorded")
