@@ -16,6 +16,7 @@ whatever frame happened to trigger it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import subprocess
@@ -85,21 +86,14 @@ def _create_task_load(client: httpx.Client, work: Path) -> Load:
     return Load(gengate.CREATE_PATH, "post.lua", [body])
 
 
-def _record_info_load(client: httpx.Client, work: Path) -> Load:
-    task_id = gengate.create_task(client)
-    gengate.checked_data(client.get(gengate.RECORD_PATH + task_id), taskId=task_id)
-    ids = work / "record-id.txt"
-    ids.write_text(f"{task_id}\n")  # one task, read over and over
-    return Load("", "get_ids.lua", [str(ids), gengate.RECORD_PATH])
-
-
 STREAM_TASKS = 500
 
 
-def _record_stream_load(client: httpx.Client, work: Path) -> Load:
-    task_ids = [gengate.create_task(client) for _ in range(STREAM_TASKS)]
+def _record_info_load(client: httpx.Client, work: Path, *, tasks: int = 1) -> Load:
+    """recordInfo over `tasks` new tasks in turn (one: the same task read over and over)."""
+    task_ids = [gengate.create_task(client) for _ in range(tasks)]
     gengate.checked_data(client.get(gengate.RECORD_PATH + task_ids[0]), taskId=task_ids[0])
-    ids = work / "record-stream-ids.txt"
+    ids = work / f"record-ids-{tasks}.txt"
     ids.write_text("".join(f"{task_id}\n" for task_id in task_ids))
     return Load("", "get_ids.lua", [str(ids), gengate.RECORD_PATH])
 
@@ -140,7 +134,7 @@ ENDPOINTS = [
     Endpoint(
         "recordInfoStream",
         "GET recordInfo (a stream of tasks, answers from memory off)",
-        _record_stream_load,
+        functools.partial(_record_info_load, tasks=STREAM_TASKS),
         (("GENGATE_TASK_VIEW_CACHE_SECONDS", "0"),),
     ),
     Endpoint("mcpGenerateImage", "MCP tools/call generate_image", _mcp_generate_load),
