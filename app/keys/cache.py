@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AuthenticationFailed
+from app.db.engine import SessionFactory, transaction
 from app.keys.service import (
     KEY_PATTERN,
     LAST_USED_RESOLUTION_MS,
@@ -50,19 +50,15 @@ class KeyCache:
         # what it read (it may have read the key before the revocation committed).
         self._generation = 0
 
-    async def authenticate_with(
-        self, sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]], *, token: str
-    ) -> Principal:
+    async def authenticate_with(self, sessions: SessionFactory, *, token: str) -> Principal:
         """As `authenticate`, opening a transaction of its own only when the cache alone
         cannot answer (a miss, or the once-a-minute `last_used_at` write). Raises
         AuthenticationFailed."""
         entry = self._entry(token)
         if entry is not None and not self._touch_due(entry):
             return entry.principal
-        async with sessions() as session:
-            principal = await self.authenticate(session, token=token)
-            await session.commit()
-            return principal
+        async with transaction(sessions) as session:
+            return await self.authenticate(session, token=token)
 
     async def authenticate(self, session: AsyncSession, *, token: str) -> Principal:
         """Resolve a presented key, from the cache when possible; `session` serves a miss
