@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Insert,
+    Select,
     String,
     bindparam,
     func,
@@ -102,6 +103,33 @@ class GuardedHold:
     insert: Insert
 
 
+_HOLD_COLUMNS = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
+
+
+def _hold_row(balance_after: ColumnElement[int]) -> Select[Any]:
+    """A hold's ledger row as a SELECT of its parameters (the hold_* names record_hold and
+    hold_at_once give) and `balance_after`, in the order of _HOLD_COLUMNS."""
+    return select(
+        bindparam("hold_account", type_=String),
+        bindparam("hold_kind", type_=String),
+        bindparam("hold_amount", type_=BigInteger),
+        balance_after,
+        bindparam("hold_task", type_=String),
+        bindparam("hold_at", type_=BigInteger),
+    )
+
+
+def _hold_params(account_id: str, amount: int, task_id: str) -> dict[str, Any]:
+    """The parameters of _hold_row but its balance."""
+    return {
+        "hold_account": account_id,
+        "hold_kind": LedgerKind.HOLD.value,
+        "hold_amount": -amount,
+        "hold_task": task_id,
+        "hold_at": now_ms(),
+    }
+
+
 def guarded_hold(condition: ColumnElement[bool], *, with_cte: CTE | None = None) -> GuardedHold:
     """A hold whose ledger row is written only if `condition` holds. Build it once.
 
@@ -110,16 +138,8 @@ def guarded_hold(condition: ColumnElement[bool], *, with_cte: CTE | None = None)
     `with_cte`: a data-modifying CTE (PostgreSQL) the same statement runs first, e.g. the
     insert of the task the hold is for; the condition does not see its row.
     """
-    row = select(
-        bindparam("hold_account", type_=String),
-        bindparam("hold_kind", type_=String),
-        bindparam("hold_amount", type_=BigInteger),
-        bindparam("hold_balance_after", type_=BigInteger),
-        bindparam("hold_task", type_=String),
-        bindparam("hold_at", type_=BigInteger),
-    ).where(condition)
-    columns = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
-    statement = insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.id)
+    row = _hold_row(bindparam("hold_balance_after", type_=BigInteger)).where(condition)
+    statement = insert(_LEDGER).from_select(_HOLD_COLUMNS, row).returning(_LEDGER.c.id)
     if with_cte is not None:
         statement = statement.add_cte(with_cte)
     return GuardedHold(statement)
@@ -133,16 +153,8 @@ def debit_and_hold(dependent: Callable[[CTE], CTE]) -> GuardedHold:
     it: a count in this statement would read the snapshot taken before the account row's
     lock was granted. Build it once; run it with hold_at_once."""
     debited = _DEBIT.cte("debited")
-    row = select(
-        bindparam("hold_account", type_=String),
-        bindparam("hold_kind", type_=String),
-        bindparam("hold_amount", type_=BigInteger),
-        debited.c.balance,
-        bindparam("hold_task", type_=String),
-        bindparam("hold_at", type_=BigInteger),
-    ).select_from(debited)
-    columns = ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"]
-    statement = insert(_LEDGER).from_select(columns, row).returning(_LEDGER.c.balance_after)
+    row = _hold_row(debited.c.balance).select_from(debited)
+    statement = insert(_LEDGER).from_select(_HOLD_COLUMNS, row).returning(_LEDGER.c.balance_after)
     return GuardedHold(statement.add_cte(debited).add_cte(dependent(debited)))
 
 
@@ -159,15 +171,7 @@ async def hold_at_once(
     NotFound (and then nothing was written)."""
     written = await db.execute(
         hold.insert,
-        {
-            **params,
-            "hold": amount,
-            "hold_account": account_id,
-            "hold_kind": LedgerKind.HOLD.value,
-            "hold_amount": -amount,
-            "hold_task": task_id,
-            "hold_at": now_ms(),
-        },
+        {**params, **_hold_params(account_id, amount, task_id), "hold": amount},
     )
     balance_after: int | None = written.scalar()
     if balance_after is None:
@@ -209,12 +213,8 @@ async def record_hold(
         hold.insert,
         {
             **params,
-            "hold_account": account_id,
-            "hold_kind": LedgerKind.HOLD.value,
-            "hold_amount": -amount,
+            **_hold_params(account_id, amount, task_id),
             "hold_balance_after": balance_after,
-            "hold_task": task_id,
-            "hold_at": now_ms(),
         },
     )
     return written.scalar() is not None

@@ -260,7 +260,7 @@ async def create_task(
                 account_id=principal.account_id,
                 amount=priced.price,
                 task_id=values["id"],
-                params={f"new_{name}": value for name, value in values.items()},
+                params=_new_task_params(values),
             )
         runtime.notifier.wake_workers()
         return CreateResult(Task.model_construct(**values), created=True)
@@ -281,7 +281,7 @@ async def create_task(
     if request_id is None and dialect == "postgresql":
         # One round trip for the task and its hold (see _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT).
         hold = _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT
-        params = {**params, **{f"new_{name}": value for name, value in values.items()}}
+        params = {**params, **_new_task_params(values)}
     elif request_id is None:
         await session.execute(_INSERT_TASK, values)
     elif await _insert_once(session, "task", values, "id") is None:
@@ -371,6 +371,11 @@ _NEW_TASK = (
 _TASK_AND_HOLD_UNDER_ACTIVE_LIMIT = guarded_hold(
     bindparam("active_limit") >= _ACTIVE_OF_KEY + 1, with_cte=_NEW_TASK
 )
+
+
+def _new_task_params(values: dict[str, Any]) -> dict[str, Any]:
+    """task_values as the parameters of the statements that insert the task as a CTE."""
+    return {f"new_{name}": value for name, value in values.items()}
 
 
 def _task_after_debit(debited: CTE) -> CTE:
