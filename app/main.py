@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings, catalog=catalog, styles=styles)
+        runtime = await Runtime.start(settings, catalog=catalog, styles=styles, hot_paths=True)
         app.state.runtime = runtime
         try:
             async with mcp.running(), embedded_worker(runtime):

@@ -12,6 +12,7 @@ from app.catalog.catalog import Catalog, load_catalog
 from app.channels.config import load_channels
 from app.channels.registry import UPSTREAM_CANCEL, Channels
 from app.core.config import Settings
+from app.db.driver import DriverPool
 from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.db.hooks import Listener
 from app.imagine.styles import Styles, load_imagine
@@ -31,6 +32,8 @@ from app.providers.local import LocalProvider
 class Runtime:
     settings: Settings
     engine: AsyncEngine
+    # PostgreSQL: the hot statements' own pool (see app.db.driver.statements).
+    driver: DriverPool | None
     sessions: SessionFactory
     redis: Redis | None
     signing_secret: str
@@ -46,9 +49,22 @@ class Runtime:
 
     @classmethod
     async def start(
-        cls, settings: Settings, *, catalog: Catalog | None = None, styles: Styles | None = None
+        cls,
+        settings: Settings,
+        *,
+        catalog: Catalog | None = None,
+        styles: Styles | None = None,
+        hot_paths: bool = False,
     ) -> Runtime:
+        """Everything a process needs; `hot_paths` (the API server) adds, on PostgreSQL, the
+        pool that createTask's and recordInfo's statements run on (app.db.driver)."""
         engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
+        driver = None
+        if hot_paths and engine.dialect.name == "postgresql" and settings.db_driver_pool_size:
+            driver = await DriverPool.open(
+                settings.resolved_database_url, size=settings.db_driver_pool_size
+            )
+            driver.follow(engine)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         # trust_env off: outbound fetches must not be routed through an ambient proxy,
         # which would defeat the address guard.
@@ -86,6 +102,7 @@ class Runtime:
         return cls(
             settings=settings,
             engine=engine,
+            driver=driver,
             sessions=sessions,
             redis=redis,
             signing_secret=signing_secret,
@@ -106,4 +123,6 @@ class Runtime:
         await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.driver is not None:
+            await self.driver.close()
         await self.engine.dispose()

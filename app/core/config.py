@@ -122,6 +122,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Database connections per process (PostgreSQL); requests wait for a free one",
     )
+    db_driver_pool_size: int = Field(
+        default=10,
+        ge=0,
+        description="PostgreSQL: more connections per process, for the statements every request "
+        "runs (recordInfo's reads, createTask's create) on psycopg's own pool as prepared "
+        "statements, beside the engine's pool. 0: those run on the engine's pool too (slower; "
+        "needed behind a PgBouncer in transaction mode older than 1.21)",
+    )
     key_cache_seconds: float | None = Field(
         default=None,
         ge=0,

@@ -147,7 +147,7 @@ def guarded_hold(condition: ColumnElement[bool], *, with_cte: CTE | None = None)
 
 def debit_and_hold(dependent: Callable[[CTE], CTE]) -> GuardedHold:
     """PostgreSQL: a hold in ONE statement, for a connection in autocommit (see
-    app.db.engine.standalone): the debit, a dependent insert and the hold's ledger row, all
+    app.db.driver.statements): the debit, a dependent insert and the hold's ledger row, all
     or none. `dependent(debited)` builds a data-modifying CTE that writes only when the debit
     did (it selects from `debited`), e.g. the task the hold is for. No condition can guard
     it: a count in this statement would read the snapshot taken before the account row's
@@ -220,8 +220,11 @@ async def record_hold(
     return written.scalar() is not None
 
 
+_BALANCE = select(col(Account.balance)).where(col(Account.id) == bindparam("account_id"))
+
+
 async def _refuse_hold(db: Reader, *, account_id: str, amount: int) -> NoReturn:
-    balance = await db.scalar(select(col(Account.balance)).where(col(Account.id) == account_id))
+    balance = await db.scalar(_BALANCE, {"account_id": account_id})
     if balance is None:
         raise NotFound("account not found")
     raise InsufficientCredits(required=amount, balance=balance)

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
@@ -20,9 +20,13 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from app.db.hooks import AppSession, Listener, session_info
 
+if TYPE_CHECKING:
+    from app.db.driver import DriverPool
+
 SessionFactory = async_sessionmaker[AsyncSession]
-# What a read-only query layer runs its Core statements on: a session or a bare connection.
-Reader = AsyncSession | AsyncConnection
+# What a query layer runs its Core statements on: a session, a bare connection, or on
+# PostgreSQL the driver's pool (app.db.driver; each statement its own transaction).
+Reader: TypeAlias = "AsyncSession | AsyncConnection | DriverPool"
 
 
 # A pooled connection idle this long is pinged before use; a busy one is not (SQLAlchemy's

@@ -44,7 +44,7 @@ from app.credits.service import (
     record_hold,
     undo_debit,
 )
-from app.db.engine import standalone
+from app.db.driver import statements
 from app.db.hooks import after_commit
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskGroup, TaskStatus
@@ -253,7 +253,7 @@ async def create_task(
     if request_id is None and not counted and dialect == "postgresql":
         # Nothing to count and nothing to look up: the debit, the task and its hold in one
         # statement that commits on its own (see _CREATE_AT_ONCE).
-        async with standalone(runtime.engine) as conn:
+        async with statements(runtime.engine, runtime.driver) as conn:
             await hold_at_once(
                 conn,
                 _CREATE_AT_ONCE,

@@ -26,7 +26,8 @@ from app.core.errors import (
     NotFound,
 )
 from app.core.ids import now_ms
-from app.db.engine import Reader, standalone
+from app.db.driver import statements
+from app.db.engine import Reader
 from app.jobs.failures import fail_code
 from app.jobs.models import ACTIVE_STATUSES, Task, TaskStatus, public_state
 from app.jobs.schemas import CallbackState, TaskRead
@@ -69,7 +70,7 @@ async def read_task_json(
     if kept is not None:
         return kept
     since = cache.begin()
-    async with standalone(runtime.engine) as conn:
+    async with statements(runtime.engine, runtime.driver) as conn:
         view = await _read_task(
             conn, runtime=runtime, principal=principal, task_id=task_id, base_url=base_url
         )

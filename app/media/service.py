@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
@@ -95,12 +95,16 @@ async def record_media(
     return media
 
 
+_MEDIA = MediaFile.metadata.tables["media_file"]
+_TASK_MEDIA = (
+    select(*_MEDIA.c).where(_MEDIA.c.task_id == bindparam("task_id")).order_by(_MEDIA.c.position)
+)
+
+
 async def list_task_media(db: Reader, *, task_id: str) -> list[MediaFile]:
     """A task's files in result order (by position)."""
-    return (await list_tasks_media(db, task_ids=[task_id])).get(task_id, [])
-
-
-_MEDIA = MediaFile.metadata.tables["media_file"]
+    rows = (await db.execute(_TASK_MEDIA, {"task_id": task_id})).mappings()
+    return [MediaFile.model_construct(**row) for row in rows]
 
 
 async def list_tasks_media(db: Reader, *, task_ids: list[str]) -> dict[str, list[MediaFile]]:

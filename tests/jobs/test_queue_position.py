@@ -13,8 +13,9 @@ from app.jobs.viewcache import TaskViewCache
 from app.jobs.views import QUEUE_POSITION_CAP, describe_task
 from tests.conftest import make_customer
 from tests.jobs.conftest import t2i
-from tests.jobs.test_record_info_cache import create, statements
+from tests.jobs.test_record_info_cache import create
 from tests.support.apps import runtime_of
+from tests.support.statements import statements
 
 
 async def _position(client: httpx.AsyncClient, headers: dict[str, str], task_id: str) -> Any:

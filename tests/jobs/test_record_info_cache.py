@@ -1,44 +1,21 @@
 """recordInfo from memory: an unchanged task costs no database round trip, answers carry an
 ETag (304 for If-None-Match), and a change, here or in another process, is never hidden."""
 
-import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import event
 
 from app.core.config import Settings
 from app.jobs.lifecycle import fail_task
 from app.jobs.queue import claim_due_tasks, renew_lease
 from app.jobs.viewcache import CachedView, TaskViewCache
-from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.jobs.conftest import t2i
 from tests.support.apps import eventually, running_app, runtime_of, wait_for_terminal
 from tests.support.backends import TEST_REDIS_URL
 from tests.support.receiver import receiving
-
-
-@contextmanager
-def statements(runtime: Runtime) -> Iterator[list[str]]:
-    """The SQL statements the runtime's engine runs meanwhile for the calling asyncio task
-    (the requests it sends through the ASGI transport), not for the app's background work."""
-    seen: list[str] = []
-    caller = asyncio.current_task()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if asyncio.current_task() is caller:
-            seen.append(statement)
-
-    engine = runtime.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.support.statements import statements
 
 
 def _kept_long(settings: Settings, **changes: Any) -> Settings:
