@@ -151,7 +151,11 @@ class DriverPool:
                 if compiled.keys is None:
                     description = cursor.description or ()
                     compiled.keys = [column.name for column in description]
-                return Rows(compiled.keys, await cursor.fetchall() if compiled.keys else [])
+                rows = await cursor.fetchall() if compiled.keys else []
+                # Noted here rather than in a pool `reset` callback, which would send every
+                # return through one of the pool's worker tasks.
+                self._idle_since[conn] = time.monotonic()
+                return Rows(compiled.keys, rows)
         except psycopg.Error as exc:
             if is_outage(exc):
                 self._lose(pool)
@@ -201,7 +205,6 @@ class DriverPool:
                 "application_name": APPLICATION_NAME,
             },
             check=self._ping_when_idle,
-            reset=self._mark_idle,
             timeout=CHECKOUT_TIMEOUT_SECONDS,
             name=APPLICATION_NAME,
             open=False,
@@ -212,9 +215,6 @@ class DriverPool:
             await pool.close()
             raise
         return pool
-
-    async def _mark_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._idle_since[conn] = time.monotonic()
 
     async def _ping_when_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
         idle_since = self._idle_since.get(conn)
