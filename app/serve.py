@@ -93,4 +93,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         port=port or settings.port,
         log_config=log_config(settings.log_level),
         proxy_headers=False,
+        # On SIGTERM: stop accepting, give open requests this long, then the app's shutdown
+        # (its embedded workers give back what they could not finish). With --workers N the
+        # parent passes SIGTERM to each process and waits for them.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )

@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         description="How long a claimed task stays with a worker that stopped renewing it; "
         "then another worker takes it over",
     )
+    shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM/SIGINT: how long open requests and running tasks get to "
+        "finish; tasks still running then are given back to the queue at once for another "
+        "worker",
+    )
     scan_interval_seconds: float = Field(
         default=1.0,
         gt=0,

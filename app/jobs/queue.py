@@ -118,6 +118,45 @@ async def release_task(
     return await _changed(session, stmt)
 
 
+async def give_back_task(session: AsyncSession, *, task_id: str, owner: str, sent: bool) -> bool:
+    """Hand a task this worker is stopping before it finished back to the queue, due now.
+
+    Only while `owner` still holds it: a task settled elsewhere, or taken over, is left as
+    it is. The claim's count is undone (a shutdown is not a failed attempt, nor a poll made),
+    and the hold is not touched: the task is still paid for, once.
+
+    What the next worker does follows from the row, as after a crash: a task an upstream
+    holds (`upstream_id`) is polled, never sent again; one whose channel may have it
+    (`channel` set, no upstream id yet) takes the crash path for an unconfirmed submit; one
+    nothing holds goes back to `queued`. `sent`: whether the submit call was made. False
+    means the channel assigned for it never saw the task, so it is forgotten.
+    """
+    held = col(Task.upstream_id).is_not(None)
+    channel = col(Task.channel) if sent else case((held, col(Task.channel)), else_=None)
+    may_hold = held | channel.is_not(None)
+    now = now_ms()
+    stmt = (
+        update(Task)
+        .where(
+            col(Task.id) == task_id,
+            col(Task.lease_owner) == owner,
+            col(Task.status) == TaskStatus.GENERATING.value,
+        )
+        .values(
+            lease_owner=None,
+            due_at=now,
+            updated_at=now,
+            channel=channel,
+            status=case((may_hold, col(Task.status)), else_=TaskStatus.QUEUED.value),
+            progress=case((may_hold, col(Task.progress)), else_=0),
+            attempts=case((held, col(Task.attempts)), else_=col(Task.attempts) - 1),
+            polls=case((held, col(Task.polls) - 1), else_=col(Task.polls)),
+        )
+        .returning(col(Task.id))
+    )
+    return await _changed(session, stmt)
+
+
 async def assign_channel(session: AsyncSession, *, task_id: str, owner: str, channel: str) -> bool:
     """Record where the task is about to be sent, before sending it: after a crash the next
     worker then knows which upstream may already hold it."""

@@ -1,7 +1,9 @@
 """Workers: claim due tasks, run them through their provider, settle them.
 
 A worker holds a lease on each task it runs and renews it while working. If the worker
-dies, the lease runs out, the task comes due again and another worker takes it over.
+dies, the lease runs out, the task comes due again and another worker takes it over. A
+worker told to stop (SIGTERM) does not wait for that: it lets its tasks finish for the
+shutdown grace period, then gives the rest back to the queue, due at once.
 
 Outcomes are written by app.jobs.settle, which rides out a database outage.
 """
@@ -15,8 +17,10 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.dispatcher import CallbackDispatcher
 from app.channels.attempts import REFUSED, UpstreamCall, refused_channels
@@ -26,7 +30,7 @@ from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
 from app.jobs.lifecycle import expire_overdue
 from app.jobs.models import Task
-from app.jobs.queue import assign_channel, claim_due_tasks, renew_lease
+from app.jobs.queue import assign_channel, claim_due_tasks, give_back_task, renew_lease
 from app.jobs.settle import Settler
 from app.providers.base import (
     Completed,
@@ -50,6 +54,10 @@ UNCONFIRMED = (
     "the provider did not confirm it took the task, and it may still run it; to never run "
     "(or bill) it twice, gengate did not send it again"
 )
+# After the grace period, how long giving tasks back (and settles already under way) may
+# take before a stopping worker cancels what is left: those leases then run out, as after
+# a crash.
+GIVE_BACK_WITHIN_S = 5.0
 
 
 class Worker:
@@ -66,6 +74,8 @@ class Worker:
         # Tasks this worker is processing (or settling), so it never runs one twice at once.
         self._active: set[str] = set()
         self._slot_freed = asyncio.Event()
+        # Set once a stopping worker's grace period is over: work still running is given back.
+        self._giving_back = asyncio.Event()
         self._settler = Settler(runtime, owner=self.owner)
 
     @property
@@ -74,7 +84,7 @@ class Worker:
         return len(self._running) + len(self._polling)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set; then let running tasks finish for a moment."""
+        """Work until `stop` is set; then let running tasks finish or give them back."""
         notifier = self._runtime.notifier
         next_sweep = 0
         # Callbacks go out beside the tasks, from a pool of their own.
@@ -142,11 +152,20 @@ class Worker:
         except Exception as exc:
             log_failure(log, "expiry sweep failed", exc)
 
-    async def _drain(self, grace_s: float = 10.0) -> None:
+    async def _drain(self) -> None:
+        """Let running tasks finish for the grace period, then give the rest back.
+
+        A task given back is due at once, so another worker (after a deploy, one of the new
+        ones) takes it now rather than when its lease would have run out.
+        """
         working = self._running | self._polling
         if not working:
             return
-        _done, pending = await asyncio.wait(working, timeout=grace_s)
+        _done, pending = await asyncio.wait(working, timeout=self._settings.shutdown_grace_seconds)
+        if not pending:
+            return
+        self._giving_back.set()
+        _done, pending = await asyncio.wait(pending, timeout=GIVE_BACK_WITHIN_S)
         for running in pending:
             running.cancel()  # its lease runs out and another worker takes over
         await asyncio.gather(*pending, return_exceptions=True)
@@ -301,22 +320,44 @@ class Worker:
         await self._settler.settle(task, outcome, attempt=attempt, channel=channel.name)
 
     async def _unless_lost(
-        self, task: Task, call: Awaitable[Outcome], lost: asyncio.Event
+        self, task: Task, call: Coroutine[Any, Any, Outcome], lost: asyncio.Event
     ) -> Outcome | None:
-        """The provider's outcome, or None when the lease was lost while it worked."""
+        """The provider's outcome, or None when the lease was lost while it worked, or when
+        this worker is stopping and gave the task back instead."""
+        if self._giving_back.is_set():
+            call.close()  # never started: the upstream did not see it
+            await self._give_back(task, sent=False)
+            return None
         # A worker whose lease an outage outlasted may still settle its finished result
         # (see succeed_task); when that happens while we run the task, stop at once.
         watch = asyncio.create_task(self._watch_finished(task, lost))
         try:
             work = asyncio.ensure_future(call)
-            await _wait_any_future(work, lost)
-            if lost.is_set() and not work.done():
-                work.cancel()
+            await _wait_any_future(work, lost, self._giving_back)
+            if work.done():
+                return work.result()
+            work.cancel()
+            if lost.is_set():
                 log.info("task %s: lease lost or settled elsewhere, dropping the work", task.id)
-                return None
-            return work.result()
+            else:
+                await self._give_back(task, sent=True)
+            return None
         finally:
             watch.cancel()
+
+    async def _give_back(self, task: Task, *, sent: bool) -> None:
+        """Hand the task back to the queue, due now, for another worker: this one stops.
+
+        What the row says decides what the next worker does (see give_back_task): an upstream
+        that has the job is polled, never sent it again. `sent`: the call was made.
+        """
+
+        def write(session: AsyncSession) -> Awaitable[bool]:
+            return give_back_task(session, task_id=task.id, owner=self.owner, sent=sent)
+
+        if await self._settler.commit_retrying(task, write):
+            log.info("task %s given back to the queue: this worker is stopping", task.id)
+            self._runtime.notifier.wake_workers()
 
     async def _unavailable(self, task: Task, sent: UpstreamCall, exc: ProviderUnavailable) -> None:
         """An upstream that could not answer: poll again later, fail over, retry, or (when
@@ -390,13 +431,13 @@ class Worker:
             return True
 
 
-async def _wait_any_future(work: asyncio.Future[Outcome], lost: asyncio.Event) -> None:
-    lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
-    pending: list[asyncio.Future[Any]] = [work, lost_wait]
+async def _wait_any_future(work: asyncio.Future[Outcome], *events: asyncio.Event) -> None:
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([work, *waits], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        lost_wait.cancel()
+        for wait in waits:
+            wait.cancel()
 
 
 def _outcome_name(outcome: Outcome) -> str:
