@@ -36,6 +36,21 @@ async def _prepare_development(settings: Settings) -> str | None:
         await runtime.close()
 
 
+def prepare_development(settings: Settings) -> None:
+    """Development only: migrate the database and make sure the development key exists,
+    printing it when it is new. The key goes to stdout, once; the server's log stream
+    (stderr) never carries a key."""
+    console = Console()
+    upgrade_database(settings.resolved_database_url)
+    key = asyncio.run(_prepare_development(settings))
+    path = dev_key_path(settings)
+    if key:
+        console.print(f"[bold green]development API key[/bold green] (saved to {path}):")
+        console.print(key, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"development API key: see {path}")
+
+
 def check_workers(settings: Settings, workers: int) -> None:
     """Refuse more than one API process where the processes could not share their state.
 
@@ -65,17 +80,8 @@ def check_workers(settings: Settings, workers: int) -> None:
 
 def serve(settings: Settings, *, host: str | None, port: int | None, workers: int = 1) -> None:
     check_workers(settings, workers)
-    # The dev key goes to stdout, once; the server's log stream (stderr) never carries a key.
-    console = Console()
     if settings.env == "development":
-        upgrade_database(settings.resolved_database_url)
-        key = asyncio.run(_prepare_development(settings))
-        path = dev_key_path(settings)
-        if key:
-            console.print(f"[bold green]development API key[/bold green] (saved to {path}):")
-            console.print(key, highlight=False, soft_wrap=True)
-        else:
-            console.print(f"development API key: see {path}")
+        prepare_development(settings)
     if workers > 1:
         try:
             # Outside production the secret may be generated under var_dir: once, here, so
@@ -91,7 +97,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         workers=workers,
         host=host or settings.host,
         port=port or settings.port,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         proxy_headers=False,
         # On SIGTERM: stop accepting, give open requests this long, then the app's shutdown
         # (its embedded workers give back what they could not finish). With --workers N the
