@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run install test test-sqlite test-postgres lint format bench profile worker clean
+.PHONY: run install test test-sqlite test-postgres lint format bench profile worker clean cluster \
+	system-packages
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,9 +30,20 @@ run: $(RUNTIME_STAMP)
 worker: $(RUNTIME_STAMP)
 	$(BIN)/gengate worker
 
+# HAProxy, the load balancer of `make cluster` (and of its test), from the system's packages.
+system-packages:
+	@command -v haproxy >/dev/null 2>&1 || apt-get install -y -q haproxy >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }
+
+# Two API processes and two workers behind HAProxy, on the PostgreSQL and Redis named by
+# GENGATE_DATABASE_URL and GENGATE_REDIS_URL (see deploy/cluster.py). The dev extra brings
+# the S3 server (moto) it starts when no bucket is configured.
+cluster: $(DEV_STAMP) system-packages
+	$(BIN)/python -m deploy.cluster
+
 # On SQLite by default; on PostgreSQL + Redis when GENGATE_TEST_DATABASE_URL and
 # GENGATE_TEST_REDIS_URL are set.
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
