@@ -69,14 +69,23 @@ class Runtime:
         # trust_env off: outbound fetches must not be routed through an ambient proxy,
         # which would defeat the address guard.
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        notifier = Notifier(redis, settings.redis_prefix)
+        # Signals between processes: through Redis, else PostgreSQL, else none (see notify).
+        notifier = Notifier(
+            redis, settings.redis_prefix, database_url=settings.resolved_database_url
+        )
         keys = KeyCache(
             ttl_s=settings.resolved_key_cache_seconds,
-            publish=notifier.key_revoked if redis is not None else None,
+            publish=notifier.key_revoked if notifier.transport is not None else None,
         )
         notifier.on_key_revoked = keys.drop
         task_views = TaskViewCache(ttl_s=settings.resolved_task_view_cache_seconds)
         notifier.on_task_changed = task_views.changed
+
+        def forget_all() -> None:  # announcements were lost: nothing cached can be trusted
+            keys.drop_all()
+            task_views.changed_all()
+
+        notifier.on_resync = forget_all
         await notifier.start()
         listeners: dict[str, Listener] = {
             KEY_REVOKED: keys.revoked,

@@ -1,9 +1,12 @@
 """Wake-ups: new work for workers, finished tasks for waiters, changed tasks for the
-recordInfo cache (app.jobs.viewcache).
+recordInfo cache (app.jobs.viewcache), revoked keys for the key cache (app.keys.cache).
 
-In process an asyncio.Event does it; with Redis, a pub/sub channel carries the same
-signals to every process. Signals are hints: the lease scan still finds everything.
-The same listener carries key revocations (`{prefix}:keys`) to the key cache.
+In process an asyncio.Event does it. Between processes the signals travel on one transport,
+chosen in `transport_for`: Redis pub/sub when Redis is configured; else, on PostgreSQL,
+NOTIFY/LISTEN (app.jobs.pgnotify); else none, and each process hears only itself. Signals
+are hints: the lease scan still finds everything. When a transport was cut off and is back,
+announcements may have been lost meanwhile, so every cached answer is dropped (`on_resync`)
+and the loops are woken to scan.
 
 Work wake-ups are coalesced: at most one publish is in flight (and publishes start at
 least WAKE_SPACING_S apart), and creates that happen meanwhile cost one more publish after
@@ -19,23 +22,52 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from sqlalchemy import make_url
+
+from app.jobs.pgnotify import PgTransport
 
 log = logging.getLogger("gengate.notify")
 # Under load, at most one wake-up publish per this interval (a worker that is busy does not
 # need more; an idle one gets the first at once).
 WAKE_SPACING_S = 0.005
+# What each signal is about (a Redis channel each; on PostgreSQL the payload's first word).
+WAKE, DONE, KEYS, CHANGED = "wake", "done", "keys", "changed"
+# The most one message carries: a NOTIFY payload must stay under 8000 bytes, topic included.
+MESSAGE_MAX_BYTES = 7900
+
+Deliver = Callable[[str, str], None]
+
+
+class Transport(Protocol):
+    """Carries signals (`topic`, `message`) to every process, this one included."""
+
+    async def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        """Call `deliver(topic, message)` for every signal from now on, and `resync()` when
+        signals may have been lost and the transport is back."""
+
+    async def publish(self, topic: str, message: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def transport_for(redis: Redis | None, prefix: str, database_url: str | None) -> Transport | None:
+    """Redis when there is one, else PostgreSQL's NOTIFY/LISTEN, else none (in process)."""
+    if redis is not None:
+        return RedisTransport(redis, prefix)
+    if database_url is not None and make_url(database_url).get_backend_name() == "postgresql":
+        return PgTransport(database_url, prefix)
+    return None
 
 
 class Notifier:
-    def __init__(self, redis: Redis | None, prefix: str) -> None:
-        self._redis = redis
-        self._work_channel = f"{prefix}:wake"
-        self._done_channel = f"{prefix}:done"
-        self._keys_channel = f"{prefix}:keys"
-        self._changed_channel = f"{prefix}:changed"
+    def __init__(
+        self, redis: Redis | None, prefix: str, *, database_url: str | None = None
+    ) -> None:
+        self._transport = transport_for(redis, prefix, database_url)
         self.work = asyncio.Event()
         # The callback dispatcher's own flag: it runs beside the task loop, which clears
         # `work` when it claims, so each loop needs an event it alone clears.
@@ -44,41 +76,42 @@ class Notifier:
         self.on_key_revoked: Callable[[str], None] | None = None
         # Called with a task id when a task changed, here or in another process.
         self.on_task_changed: Callable[[str], None] | None = None
+        # Called when announcements may have been lost (the transport was cut off and is
+        # back): anything may have changed.
+        self.on_resync: Callable[[], None] | None = None
         self._changed_ids: set[str] = set()
         self._wake_in_flight = False
         self._wake_again = False
         self._stopped = False
         self._done_waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._listener: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[int]] = set()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @property
+    def transport(self) -> Transport | None:
+        """What carries the signals to other processes (None: nothing does)."""
+        return self._transport
 
     async def start(self) -> None:
-        if self._redis is not None:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(
-                self._work_channel, self._done_channel, self._keys_channel, self._changed_channel
-            )
-            self._listener = asyncio.create_task(self._listen(pubsub), name="notifier")
+        if self._transport is not None:
+            await self._transport.start(self._received, self._resynced)
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
         while self._pending:  # a finished wake-up may have started the one after it
             await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.stop()
 
     def wake_deliveries(self) -> None:
         """A callback delivery is due (the same signal as new tasks)."""
         self.wake_workers()
 
     def wake_workers(self) -> None:
-        """Tell workers (here and, through Redis, elsewhere) that work is due: tasks or
-        callback deliveries (one signal serves both; each loop claims what it finds)."""
+        """Tell workers (here and, through the transport, elsewhere) that work is due: tasks
+        or callback deliveries (one signal serves both; each loop claims what it finds)."""
         self.work.set()
         self.deliveries.set()
-        if self._redis is None:
+        if self._transport is None:
             return
         if self._wake_in_flight:
             self._wake_again = True
@@ -93,7 +126,7 @@ class Notifier:
             else:
                 self._wake_published()
 
-        self._publish(self._work_channel, "1", done=published)
+        self._publish(WAKE, "1", done=published)
 
     def _wake_published(self) -> None:
         self._wake_in_flight = False
@@ -103,14 +136,15 @@ class Notifier:
 
     def key_revoked(self, key_hash: str) -> None:
         """Tell the other processes' key caches to forget a key."""
-        self._publish(self._keys_channel, key_hash)
+        self._publish(KEYS, key_hash)
 
     def task_changed(self, task_id: str) -> None:
         """A committed change to what recordInfo shows of the task: forget it here at once,
-        and tell the other processes (the ids of one loop turn go in one publish)."""
+        and tell the other processes (the ids of one loop turn go in one publish, or a few
+        when they are many)."""
         if self.on_task_changed is not None:
             self.on_task_changed(task_id)
-        if self._redis is None or self._stopped:
+        if self._transport is None or self._stopped:
             return
         if not self._changed_ids:
             asyncio.get_running_loop().call_soon(self._publish_changed)
@@ -118,7 +152,8 @@ class Notifier:
 
     def _publish_changed(self) -> None:
         ids, self._changed_ids = self._changed_ids, set()
-        self._publish(self._changed_channel, " ".join(sorted(ids)))
+        for message in _joined(sorted(ids), MESSAGE_MAX_BYTES):
+            self._publish(CHANGED, message)
 
     def task_finished(self, task_id: str) -> None:
         """The task succeeded or failed: wake its waiters, and forget its old answer (here
@@ -126,7 +161,7 @@ class Notifier:
         if self.on_task_changed is not None:
             self.on_task_changed(task_id)
         self._release(task_id)
-        self._publish(self._done_channel, task_id)
+        self._publish(DONE, task_id)
 
     async def wait_finished(self, task_id: str, within_s: float) -> bool:
         """Wait up to `within_s` seconds for a finish signal of `task_id`."""
@@ -149,50 +184,96 @@ class Notifier:
         for event in self._done_waiters.get(task_id, ()):
             event.set()
 
-    def _publish(
-        self, channel: str, message: str, *, done: Callable[[], None] | None = None
-    ) -> None:
-        if self._redis is None or self._stopped:
+    def _publish(self, topic: str, message: str, *, done: Callable[[], None] | None = None) -> None:
+        if self._transport is None or self._stopped:
             return
-        redis = self._redis
 
-        async def send() -> int:
-            return int(await redis.publish(channel, message))
-
-        def published(task: asyncio.Task[int]) -> None:
+        def published(task: asyncio.Task[None]) -> None:
             self._pending.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                log.warning("%s not published: %s", channel, type(task.exception()).__name__)
+                log.warning("%s not published: %s", topic, type(task.exception()).__name__)
             if done is not None:
                 done()
 
-        task = asyncio.get_running_loop().create_task(send())
+        task = asyncio.get_running_loop().create_task(self._transport.publish(topic, message))
         self._pending.add(task)
         task.add_done_callback(published)
 
-    async def _listen(self, pubsub) -> None:  # type: ignore[no-untyped-def]
+    def _received(self, topic: str, message: str) -> None:
+        """A signal from any process, this one included."""
+        if topic == WAKE:
+            self.work.set()
+            self.deliveries.set()
+        elif topic == KEYS:
+            if self.on_key_revoked is not None:
+                self.on_key_revoked(message)
+        elif topic == CHANGED:
+            if self.on_task_changed is not None:
+                for task_id in message.split():
+                    self.on_task_changed(task_id)
+        elif topic == DONE:
+            if self.on_task_changed is not None:
+                self.on_task_changed(message)
+            self._release(message)
+
+    def _resynced(self) -> None:
+        """Announcements may have been lost: drop what they would have dropped, and have
+        the loops scan for work they would have been woken for."""
+        if self.on_resync is not None:
+            self.on_resync()
+        self.work.set()
+        self.deliveries.set()
+
+
+class RedisTransport:
+    """Signals over Redis pub/sub, a channel per topic (`{prefix}:{topic}`)."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._channels = {topic: f"{prefix}:{topic}" for topic in (WAKE, DONE, KEYS, CHANGED)}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(*self._channels.values())
+        listening = self._listen(pubsub, deliver, resync)
+        self._listener = asyncio.create_task(listening, name="notifier")
+
+    async def publish(self, topic: str, message: str) -> None:
+        await self._redis.publish(self._channels[topic], message)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self, pubsub: Any, deliver: Deliver, resync: Callable[[], None]) -> None:
+        topics = {channel: topic for topic, channel in self._channels.items()}
         while True:
             try:
                 async for message in pubsub.listen():
-                    channel = message["channel"].decode()
-                    if channel == self._work_channel:
-                        self.work.set()
-                        self.deliveries.set()
-                    elif channel == self._keys_channel:
-                        if self.on_key_revoked is not None:
-                            self.on_key_revoked(message["data"].decode())
-                    elif channel == self._changed_channel:
-                        if self.on_task_changed is not None:
-                            for task_id in message["data"].decode().split():
-                                self.on_task_changed(task_id)
-                    else:  # a task finished
-                        task_id = message["data"].decode()
-                        if self.on_task_changed is not None:
-                            self.on_task_changed(task_id)
-                        self._release(task_id)
+                    topic = topics[message["channel"].decode()]
+                    deliver(topic, message["data"].decode())
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise
             except Exception as exc:  # the scan still finds work; keep listening
                 log.warning("wake-up channel interrupted: %s", type(exc).__name__)
                 await asyncio.sleep(1)
+                resync()  # listening again re-subscribes; what was sent meanwhile is lost
+
+
+def _joined(ids: list[str], max_bytes: int) -> Iterator[str]:
+    """`ids` joined by spaces into as few messages of at most `max_bytes` as they fit."""
+    message: list[str] = []
+    size = -1  # the first id has no space before it
+    for task_id in ids:
+        width = 1 + len(task_id.encode())
+        if message and size + width > max_bytes:
+            yield " ".join(message)
+            message, size = [], -1
+        message.append(task_id)
+        size += width
+    if message:
+        yield " ".join(message)

@@ -146,6 +146,15 @@ class TaskViewCache:
             _task, when = self._changed.popitem(last=False)
             self._forgotten = max(self._forgotten, when)
 
+    def changed_all(self) -> None:
+        """Anything may have changed (announcements were lost): forget every answer, and keep
+        no read under way (every task counts as changed just now; the board goes with the
+        change counter)."""
+        self._clock += 1
+        self._views.clear()
+        self._changed.clear()
+        self._forgotten = self._clock
+
 
 @dataclass(frozen=True)
 class QueueBoard:

@@ -116,6 +116,11 @@ class KeyCache:
         self._generation += 1
         self._entries.pop(key_hash, None)
 
+    def drop_all(self) -> None:
+        """Forget every key (revocations may have been announced while nobody listened)."""
+        self._generation += 1
+        self._entries.clear()
+
     def revoked(self, key_hash: str) -> None:
         """A revocation committed here: forget the key and tell the other processes."""
         self.drop(key_hash)
