@@ -12,7 +12,7 @@ Exit code 0 whatever the targets say; non-zero only when the bench itself broke.
 Settings (environment), so a bench can run beside other work on the same servers:
   BENCH_DATABASE_PREFIX  the name of the bench's main PostgreSQL database and the prefix of
                          every other one it creates and drops (`<prefix>_pickup`,
-                         `_callbacks`, `_polls`, `_tasks`, `_memory`, `_two`); default
+                         `_pickup_pg`, `_callbacks`, `_polls`, `_tasks`, `_memory`, `_two`); default
                          `gengate_bench`. The server is postgres@127.0.0.1:5432.
   BENCH_REDIS_URL        the Redis of every gengate under test; default
                          redis://127.0.0.1:6379/0 (the callbacks stage: /3). Keys go under a
@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,10 +44,19 @@ from rich.console import Console
 
 from bench import callbacks, db, gengate, loadgen, memory, polls, report, tasks
 from bench.gengate import Gengate
-from bench.servers import BenchError, Server, running, serve_command, wait_all_answering
+from bench.servers import (
+    BIN,
+    BenchError,
+    Server,
+    running,
+    serve_command,
+    stop,
+    wait_all_answering,
+)
 
 DB_NAME = db.database_name()
 PICKUP_DB_NAME = db.database_name("pickup")
+PICKUP_PG_DB_NAME = db.database_name("pickup_pg")
 TWO_DB_NAME = db.database_name("two")
 PICKUP_SAMPLES = 30
 PICKUP_WARMUP = 1
@@ -168,6 +178,28 @@ def start_gengate_workers(bench: Bench) -> AbstractContextManager[Server]:
     return _gengate(bench, "gengate-workers", db.reset_database(PICKUP_DB_NAME), workers=True)
 
 
+@contextmanager
+def start_pickup_pg(bench: Bench) -> Iterator[Server]:
+    """No Redis: the API (no workers) and one `gengate worker` process, whose wake-ups travel
+    through PostgreSQL NOTIFY/LISTEN. The phase's warm-up task waits out the worker's start."""
+    var_dir = bench.work / "pickup-pg"
+    var_dir.mkdir()
+    env = gengate.make_env(db.reset_database(PICKUP_PG_DB_NAME), var_dir, bench.redis_prefix)
+    del env["GENGATE_REDIS_URL"]
+    prepared = bench.gengates["pickup-pg"] = gengate.prepare(env)
+    api = prepared.with_workers(False)
+    with running("pickup-pg", "app.main:create_app", api, LOG_DIR, factory=True) as server:
+        log = LOG_DIR / "pickup-pg-worker.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen(
+                [str(BIN / "gengate"), "worker"], env=api, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            yield server
+        finally:
+            stop(Server("pickup-pg-worker", "", worker, log))
+
+
 # --- phases ------------------------------------------------------------------------------
 
 
@@ -251,9 +283,15 @@ def gengate_mcp_create(bench: Bench, server: Server) -> dict[str, Any]:
     return loadgen.load(url, "post.lua", [str(bench.mcp_body_file)], headers)
 
 
-def pickup(bench: Bench, server: Server) -> dict[str, Any]:
+def _pickup(stage: str) -> Phase:
+    def phase(bench: Bench, server: Server) -> dict[str, Any]:
+        return pickup(bench.gengates[stage], server)
+
+    return phase
+
+
+def pickup(gg: Gengate, server: Server) -> dict[str, Any]:
     """Sequential createTask on an idle system: how long until a worker starts the task."""
-    gg = bench.gengates["gengate-workers"]
     pickups: list[int] = []
     e2e: list[int] = []
     failed = 0
@@ -386,7 +424,18 @@ STAGES = [
     Stage(
         "gengate-workers",
         start_gengate_workers,
-        [("pickup", "pickup, idle: create → started", pickup)],
+        [("pickup", "pickup, idle: create → started", _pickup("gengate-workers"))],
+    ),
+    Stage(
+        "pickup-pg",
+        start_pickup_pg,
+        [
+            (
+                "pickupPg",
+                "pickup, idle, no Redis (NOTIFY, a `gengate worker`): create → started",
+                _pickup("pickup-pg"),
+            )
+        ],
     ),
     Stage(
         "callbacks",

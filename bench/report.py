@@ -37,6 +37,7 @@ def targets(results: Results) -> list[Target]:
     repeat = _ratio(results, "recordInfoRepeat", "select")
     mcp = _ratio(results, "mcpCreate", "createTask")
     pickup = results.get("pickup", {}).get("p50_ms")
+    pickup_pg = results.get("pickupPg", {}).get("p50_ms")
     return [
         Target("createTask / bare INSERT (req/s)", create, ">= 30%", _check(create, 0.30, True)),
         Target(
@@ -53,6 +54,13 @@ def targets(results: Results) -> list[Target]:
         ),
         Target(
             "pickup on an idle system, median", pickup, "< 50 ms", _check(pickup, 50, False), True
+        ),
+        Target(
+            "pickup without Redis (NOTIFY, `gengate worker`), median",
+            pickup_pg,
+            "< 50 ms",
+            _check(pickup_pg, 50, False),
+            True,
         ),
         Target(
             "MCP generate_image / REST createTask (req/s)", mcp, ">= 60%", _check(mcp, 0.60, True)
