@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="e.g. `redis://127.0.0.1:6379/0`: rate limits, wake-ups and key "
-        "revocations shared by every process; none: kept inside each process",
+        "revocations shared by every process; none: rate limits kept inside each process, "
+        "wake-ups and revocations through PostgreSQL NOTIFY (on SQLite, inside the process)",
     )
     redis_prefix: str = Field(
         default="gengate",
@@ -134,16 +135,17 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description="How long a process trusts a resolved API key before reading it again. "
-        "Revocations reach every process at once through Redis; without Redis, other "
-        "processes (the CLI, a second API process) are bounded only by this. none: 60 with "
-        "Redis, 5 without",
+        "Revocations reach every process at once through Redis, or without Redis through "
+        "PostgreSQL NOTIFY; on SQLite, other processes (the CLI, a second API process) are "
+        "bounded only by this. none: 60 with Redis, 5 without",
     )
     task_view_cache_seconds: float | None = Field(
         default=None,
         ge=0,
         description="How long a process may answer recordInfo for an unchanged task from "
-        "memory. Changes reach every process at once through Redis (or within the process); "
-        "this bounds what a change made elsewhere without Redis can leave unseen. 0: off. "
+        "memory. Changes reach every process at once through Redis or PostgreSQL NOTIFY (or "
+        "within the process); this bounds what a change made elsewhere on SQLite can leave "
+        "unseen. 0: off. "
         "none: 30 with Redis, 2 without",
     )
 
