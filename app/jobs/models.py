@@ -90,6 +90,9 @@ class Task(SQLModel, table=True):
     # The request as its caller wrote it, for surfaces whose request is not `model` + inputs
     # (/v1/imagine, /v1/reimagine); None for jobs.createTask, whose inputs are the request.
     request_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The correlation id of the request that created the task (app.core.correlation): the
+    # worker's and the callback's log lines for it carry the request's id.
+    correlation_id: str | None = Field(default=None, max_length=64)
 
 
 class TaskGroup(SQLModel, table=True):
