@@ -22,7 +22,8 @@ from app.keys.cache import KeyCache
 from app.keys.service import KEY_REVOKED
 from app.limits.service import RateLimiter
 from app.media.sources import MediaSourceReader
-from app.media.storage import LocalMediaStore
+from app.media.storage import MediaStore
+from app.media.stores import open_media_store
 from app.net.policy import outbound_policy
 from app.providers.inputs import InputReader
 from app.providers.local import LocalProvider
@@ -43,7 +44,7 @@ class Runtime:
     notifier: Notifier
     keys: KeyCache
     task_views: TaskViewCache
-    media_store: LocalMediaStore
+    media_store: MediaStore
     channels: Channels
     http: httpx.AsyncClient
 
@@ -93,7 +94,7 @@ class Runtime:
         }
         sessions = create_session_factory(engine, listeners=listeners)
         signing_secret = settings.resolve_signing_secret()
-        media_store = LocalMediaStore(settings.resolved_media_root)
+        media_store = open_media_store(settings)
         policy = outbound_policy(settings)
         inputs = InputReader(http, policy, MediaSourceReader(sessions, media_store, signing_secret))
         catalog = catalog or load_catalog(settings.catalog_path)

@@ -226,8 +226,9 @@ async def _result_blocks(caller: Caller, view: TaskRead, thumbnail: bool) -> lis
             )
         )
         if thumbnail:
-            path = caller.runtime.media_store.absolute(f.path)
-            data = await asyncio.to_thread(make_thumbnail, path, f.content_type)
+            data = await asyncio.to_thread(
+                make_thumbnail, caller.runtime.media_store, f.path, f.content_type
+            )
             blocks.append(
                 ImageContent(
                     type="image", data=base64.b64encode(data).decode(), mime_type="image/webp"

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_NAME = re.compile(
@@ -256,6 +256,31 @@ class Settings(BaseSettings):
         description="How long a signed result URL stays valid; reading the task again mints "
         "fresh ones",
     )
+    media_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where result files and uploads are stored: `local` (under "
+        "`GENGATE_MEDIA_ROOT`) or `s3` (an S3-compatible bucket, `GENGATE_S3_*`; credentials "
+        "from the standard `AWS_*` environment variables). URLs are gengate's own either way",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="The bucket of the `s3` media backend (required for it)"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO); none: AWS "
+        "(or `AWS_ENDPOINT_URL`)",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="Region of the bucket; none: `AWS_REGION` / `AWS_DEFAULT_REGION`, else "
+        "`us-east-1`",
+    )
+    s3_prefix: str | None = Field(
+        default=None,
+        description="Key prefix inside the bucket, e.g. `gengate`: a file's key is "
+        "`<prefix>/<its relative path>`, the path the `local` backend uses under its root; "
+        "none: keys start at the bucket's root",
+    )
     allow_private_urls: bool = Field(
         default=False,
         description="Let input URLs and `callBackUrl` point at loopback, private and "
@@ -354,6 +379,12 @@ class Settings(BaseSettings):
                 if not _HOST_NAME.fullmatch(entry):
                     raise ValueError(f"{entry!r} is neither a CIDR nor a host name") from None
         return [entry.lower().rstrip(".") for entry in value]
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.media_backend == "s3" and not self.s3_bucket:
+            raise ValueError("GENGATE_S3_BUCKET is required when GENGATE_MEDIA_BACKEND=s3")
+        return self
 
     @field_validator("database_url")
     @classmethod

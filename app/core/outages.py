@@ -8,6 +8,7 @@ other exception stays a logged 500. This module is the one place that tells them
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,10 @@ from app.core.errors import ServiceUnavailable
 _PG_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 # SQLite's lock contention outlasting busy_timeout: another writer holds the file.
 _SQLITE_OUTAGE_MESSAGES = ("database is locked", "database is busy")
+# obstore (the S3 media backend) has no exception type per transport failure: a request that
+# never got an answer (refused, reset, timed out) or got a 5xx after its retries is a
+# GenericError saying so. A 403 or a bad key is a different error, and ours.
+_OBJECT_STORE_OUTAGE_MESSAGES = ("HTTP error", "Server returned non-2xx status code: 5")
 
 # The exception types an outage can surface as, for transports that register a handler per
 # type; each instance still goes through is_outage (a SQLAlchemyError may be a bad query).
@@ -78,8 +83,19 @@ def _is_outage_itself(exc: BaseException) -> bool:
         return True
     if isinstance(exc, StorageError):
         return True  # the rate limiter's storage (Redis) failed; `limits` wraps it for us
+    if _is_object_store_outage(exc):
+        return True
     # Refused, reset, aborted, broken pipe: the peer is gone, whoever the peer was.
     return isinstance(exc, ConnectionError)
+
+
+def _is_object_store_outage(exc: BaseException) -> bool:
+    """obstore's transport failures; looked up only once the S3 backend has loaded obstore,
+    so processes on the local backend never import it."""
+    errors = sys.modules.get("obstore.exceptions")
+    if errors is None or not isinstance(exc, errors.GenericError):
+        return False
+    return any(m in str(exc) for m in _OBJECT_STORE_OUTAGE_MESSAGES)
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -25,7 +25,7 @@ from app.jobs.lifecycle import fail_task, succeed_task
 from app.jobs.models import Task
 from app.jobs.queue import release_task
 from app.media.service import list_task_media, record_media, store_output
-from app.media.storage import LocalMediaStore, StoredBlob
+from app.media.storage import MediaStore, StoredBlob
 from app.providers.base import Completed, Failed, Outcome, Output, Pending
 from app.providers.local_render import MediaInfo
 from app.runtime import Runtime
@@ -223,7 +223,7 @@ class Settler:
 
 
 def _discard(
-    store: LocalMediaStore,
+    store: MediaStore,
     task_id: str,
     stored: list[tuple[StoredBlob, MediaInfo]],
     *,

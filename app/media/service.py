@@ -1,6 +1,6 @@
 """Media records and their signed URLs.
 
-Storing bytes is `LocalMediaStore`'s job (sync, run in a thread); this module records what
+Storing bytes is the `MediaStore`'s job (blocking, run in a thread); this module records what
 was stored and decides who may read it. A result is stored in two steps by the caller:
 `store_output(...)` in a thread, then `record_media(...)` in the transaction that
 completes the task.
@@ -20,7 +20,7 @@ from app.core.ids import new_id, now_ms
 from app.db.engine import Reader
 from app.media.models import MediaFile
 from app.media.signing import sign_media, verify_media
-from app.media.storage import LocalMediaStore, StoredBlob
+from app.media.storage import MediaStore, StoredBlob
 from app.providers.local_render import MediaInfo, probe_media
 
 _EXTENSIONS = {
@@ -46,7 +46,7 @@ def media_extension(content_type: str) -> str:
 
 
 def store_output(
-    store: LocalMediaStore, *, task_id: str, position: int, data: bytes
+    store: MediaStore, *, task_id: str, position: int, data: bytes
 ) -> tuple[StoredBlob, MediaInfo]:
     """Probe a result and write it under the extension of its real content type.
 

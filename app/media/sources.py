@@ -18,7 +18,7 @@ from app.db.engine import SessionFactory
 from app.jobs.models import Task
 from app.media.models import MediaFile
 from app.media.service import media_extension, signed_media_ref
-from app.media.storage import LocalMediaStore
+from app.media.storage import MediaStore
 from app.net.url_guard import FetchFailed
 
 _GONE = "input image {ref} is no longer stored"
@@ -27,7 +27,7 @@ _GONE = "input image {ref} is no longer stored"
 class MediaSourceReader:
     """Reads our own signed media URLs for a task; other URLs are not its business."""
 
-    def __init__(self, sessions: SessionFactory, store: LocalMediaStore, secret: str) -> None:
+    def __init__(self, sessions: SessionFactory, store: MediaStore, secret: str) -> None:
         self._sessions = sessions
         self._store = store
         self._secret = secret
@@ -58,7 +58,6 @@ class MediaSourceReader:
         if media.expires_at is not None and media.expires_at <= now_ms():
             raise FetchFailed(f"uploaded input image {ref.file_id} has expired; upload it again")
         try:
-            path = self._store.absolute(media.path)
-            return await anyio.to_thread.run_sync(path.read_bytes)
-        except (ValueError, OSError):
+            return await anyio.to_thread.run_sync(self._store.read_bytes, media.path)
+        except (ValueError, FileNotFoundError):
             raise FetchFailed(_GONE.format(ref=ref.file_id)) from None

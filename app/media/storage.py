@@ -1,8 +1,8 @@
-"""Result files on local disk, under one root, written atomically.
+"""Where media files live: the `MediaStore` interface, and its local-disk implementation.
 
-Layout: `<root>/<yyyy>/<mm>/<dd>/<task_id>/<position>.<ext>` (UTC date of the write). The
-database row keeps the path relative to the root, so the root can move without a migration.
-Everything here is synchronous file I/O: async callers run it in a worker thread.
+Layout: `<yyyy>/<mm>/<dd>/<task_id>/<position>.<ext>` (UTC date of the write), below the
+local root or, on S3 (app.media.s3), below the key prefix. The database row keeps this
+relative path, so the root can move, or the backend change, without a migration.
 """
 
 from __future__ import annotations
@@ -16,6 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from app.media.models import MediaFile
 
 # Task ids and extensions become path components: nothing that could be `..`, a separator
 # or a hidden file.
@@ -32,8 +41,85 @@ class StoredBlob:
     sha256: str
 
 
+class MediaStore(Protocol):
+    """Stored media files, by path relative to the store (local disk or an S3 bucket).
+
+    `put`, `read_bytes` and `delete_task` block on disk or network I/O: async callers run
+    them in a worker thread, as they did when only the local store existed. `response` is
+    what the download route returns, so each backend serves its files its own way.
+    """
+
+    def put(self, *, task_id: str, position: int, data: bytes, extension: str) -> StoredBlob:
+        """Store `data` as a whole (readers never see part of it) and return where it went.
+
+        ValueError on an unsafe id, position or extension. A retry for the same task and
+        position on the same day replaces the earlier file.
+        """
+        ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole stored file. FileNotFoundError when it is gone, ValueError on a bad path."""
+        ...
+
+    def delete_task(self, task_id: str, paths: Sequence[str]) -> None:
+        """Remove files of one task (or upload). ValueError, before anything is deleted, if a
+        path is not that task's; files already gone are not an error."""
+        ...
+
+    async def response(
+        self, media: MediaFile, *, headers: dict[str, str], request: Request
+    ) -> Response:
+        """A response serving `media` (with `headers`), honouring the `request`'s Range.
+
+        FileNotFoundError (before anything is sent) when the file is gone.
+        """
+        ...
+
+
+def result_path(*, task_id: str, position: int, extension: str) -> str:
+    """The relative path a new file is stored under; ValueError on an unsafe component."""
+    _check_component(task_id, "task id")
+    _check_component(extension, "extension")
+    if position < 0:
+        raise ValueError(f"position must not be negative, got {position}")
+    day = datetime.now(UTC)
+    return PurePosixPath(
+        f"{day:%Y}", f"{day:%m}", f"{day:%d}", task_id, f"{position}.{extension.lower()}"
+    ).as_posix()
+
+
+def check_task_paths(task_id: str, paths: Sequence[str]) -> None:
+    """ValueError unless every path is a safe relative path in `task_id`'s own directory."""
+    _check_component(task_id, "task id")
+    for path in paths:
+        check_relative_path(path)
+        if PurePosixPath(path).parent.name != task_id:
+            raise ValueError(f"media path {path!r} does not belong to task {task_id}")
+
+
+def check_relative_path(path: str) -> None:
+    """ValueError for a path that is empty, absolute or climbs out with `..`."""
+    relative = PurePosixPath(path)
+    if (
+        not path
+        or relative.is_absolute()
+        or "\\" in path
+        or "\x00" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise ValueError(f"invalid media path {path!r}")
+
+
+def stored_blob(path: str, data: bytes) -> StoredBlob:
+    """What the database records about `data` stored at `path`."""
+    return StoredBlob(path=path, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
 class LocalMediaStore:
-    """Media files below `root`; refuses any path that would leave it."""
+    """Media files below `root`, written atomically; refuses any path that would leave it.
+
+    Synchronous file I/O, like every MediaStore's put, read_bytes and delete_task.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -43,15 +129,8 @@ class LocalMediaStore:
 
         A retry for the same task and position on the same day replaces the earlier file.
         """
-        _check_component(task_id, "task id")
-        _check_component(extension, "extension")
-        if position < 0:
-            raise ValueError(f"position must not be negative, got {position}")
-        day = datetime.now(UTC)
-        relative = PurePosixPath(
-            f"{day:%Y}", f"{day:%m}", f"{day:%d}", task_id, f"{position}.{extension.lower()}"
-        )
-        target = self.absolute(relative.as_posix())
+        relative = result_path(task_id=task_id, position=position, extension=extension)
+        target = self.absolute(relative)
         for attempt in range(3):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,10 +140,23 @@ class LocalMediaStore:
                 # A concurrent delete_task pruned a shared, momentarily empty date directory.
                 if attempt == 2:
                     raise
-        return StoredBlob(
-            path=relative.as_posix(),
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+        return stored_blob(relative, data)
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole file; FileNotFoundError when it is gone, ValueError on a bad path."""
+        return self.absolute(path).read_bytes()
+
+    async def response(
+        self, media: MediaFile, *, headers: dict[str, str], request: Request
+    ) -> Response:
+        """Starlette's file response, which reads Range and If-Range from the request itself."""
+        # Here: worker processes never serve files, so they need not load the response class.
+        from app.media.responses import MediaFileResponse
+
+        path = self.absolute(media.path)
+        stat_result = await anyio.to_thread.run_sync(path.stat)
+        return MediaFileResponse(
+            path, media_type=media.content_type, headers=headers, stat_result=stat_result
         )
 
     def absolute(self, path: str) -> Path:

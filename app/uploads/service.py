@@ -27,7 +27,7 @@ from app.keys.service import Principal
 from app.limits.service import GROUP_CREATE
 from app.media.models import KIND_UPLOAD, MediaFile
 from app.media.service import media_extension, signed_media_url
-from app.media.storage import LocalMediaStore
+from app.media.storage import MediaStore
 from app.runtime import Runtime
 from app.uploads.schemas import UploadRead
 
@@ -209,7 +209,7 @@ async def create_upload(
     )
 
 
-async def purge_expired_uploads(session: AsyncSession, store: LocalMediaStore, now_ms: int) -> int:
+async def purge_expired_uploads(session: AsyncSession, store: MediaStore, now_ms: int) -> int:
     """Delete up to a batch of uploads whose time is up; returns how many.
 
     Rows go in the caller's transaction; the files once it commits (a rolled-back purge
@@ -231,7 +231,7 @@ async def purge_expired_uploads(session: AsyncSession, store: LocalMediaStore, n
     return len(expired)
 
 
-def _delete_files(store: LocalMediaStore, expired: list[tuple[str, str]]) -> None:
+def _delete_files(store: MediaStore, expired: list[tuple[str, str]]) -> None:
     for file_id, path in expired:
         try:
             store.delete_task(file_id, [path])
