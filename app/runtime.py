@@ -12,6 +12,7 @@ from app.catalog.catalog import Catalog, load_catalog
 from app.channels.config import load_channels
 from app.channels.registry import UPSTREAM_CANCEL, Channels
 from app.core.config import Settings
+from app.core.logging import hide_in_logs
 from app.db.driver import DriverPool
 from app.db.engine import SessionFactory, create_engine, create_session_factory
 from app.db.hooks import Listener
@@ -94,6 +95,7 @@ class Runtime:
         }
         sessions = create_session_factory(engine, listeners=listeners)
         signing_secret = settings.resolve_signing_secret()
+        hide_in_logs(signing_secret)
         media_store = open_media_store(settings)
         policy = outbound_policy(settings)
         inputs = InputReader(http, policy, MediaSourceReader(sessions, media_store, signing_secret))

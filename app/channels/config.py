@@ -16,6 +16,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from app.core.logging import hide_in_logs
 from app.core.tomlfile import parse_entries
 
 ADAPTERS = ("local", "openai", "kie", "modelark", "fal", "replicate")
@@ -176,6 +177,7 @@ def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str]) -> str |
     value = env.get(variable)
     if not value:
         raise ValueError(f"the environment variable {variable} ({key}) is not set")
+    hide_in_logs(value)
     return value
 
 
