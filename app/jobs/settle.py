@@ -9,7 +9,6 @@ upstream twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -230,6 +229,11 @@ def _discard(
     keep: set[str],
 ) -> None:
     paths = [blob.path for blob, _ in stored if blob.path not in keep]
-    if paths:
-        with contextlib.suppress(OSError):
-            store.delete_task(task_id, paths)
+    if not paths:
+        return
+    # Best effort, and never in place of the error being handled: a file left behind costs
+    # storage only (an unreachable bucket raises the client's own errors, not OSError).
+    try:
+        store.delete_task(task_id, paths)
+    except Exception:
+        log.warning("could not discard the result files of task %s", task_id, exc_info=True)

@@ -6,6 +6,7 @@ bucket), pruned with their task, and served by any API process sharing the bucke
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,8 @@ import pytest
 from fastapi import FastAPI
 from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
+from sqlalchemy import update
+from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -30,9 +33,11 @@ from app.media.models import MediaFile
 from app.media.service import list_task_media
 from app.media.signing import sign_media
 from app.runtime import Runtime
+from app.uploads.service import purge_expired_uploads
 from tests.conftest import Customer, make_customer
 from tests.jobs.conftest import t2i
 from tests.support.apps import running_app, runtime_of, wait_for_terminal
+from tests.uploads.conftest import image_bytes
 
 PREFIX = "gengate-results"
 
@@ -321,6 +326,45 @@ async def test_a_video_result_streams_whole_from_the_bucket(
     chunks = [chunk async for chunk in response.body_iterator]
     assert len(chunks) > 1
     assert b"".join(bytes(chunk) for chunk in chunks) == stored
+
+
+async def test_an_upload_lives_in_the_bucket_feeds_a_task_and_is_purged_from_it(
+    s3_app: tuple[FastAPI, httpx.AsyncClient], bucket: Bucket
+) -> None:
+    app, client = s3_app
+    runtime = runtime_of(app)
+    customer = await make_customer(runtime)
+    data = image_bytes()
+    uploaded = await client.post(
+        "/api/v1/files",
+        json={"data": base64.b64encode(data).decode()},
+        headers=customer.headers,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    upload = uploaded.json()["data"]
+    async with runtime.sessions() as session:
+        row = await session.get(MediaFile, upload["id"])
+    assert row is not None
+    assert bucket.object_bytes(f"{PREFIX}/{row.path}") == data
+
+    # An input given as our own URL is read from the bucket (the test client's host is not
+    # reachable over HTTP, so nothing else could succeed).
+    body = {
+        "model": "gpt-image-2-image-to-image",
+        "input": {"prompt": "in watercolour", "input_urls": [upload["url"]]},
+    }
+    result = await run_to_success(client, runtime, customer, body)
+    assert sorted(bucket.keys()) == sorted([f"{PREFIX}/{row.path}", result.key])
+
+    async with runtime.sessions() as session:
+        await session.execute(
+            update(MediaFile).where(col(MediaFile.id) == row.id).values(expires_at=now_ms() - 1)
+        )
+        await session.commit()
+    async with runtime.sessions() as session:
+        assert await purge_expired_uploads(session, runtime.media_store, now_ms()) == 1
+        await session.commit()
+    assert bucket.keys() == [result.key]
 
 
 def test_the_s3_backend_needs_a_bucket() -> None:
