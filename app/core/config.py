@@ -267,8 +267,8 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(
         default=None,
-        description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO); none: AWS "
-        "(or `AWS_ENDPOINT_URL`)",
+        description="S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO; `http://` "
+        "is allowed only when named here); none: AWS",
     )
     s3_region: str | None = Field(
         default=None,
@@ -381,9 +381,14 @@ class Settings(BaseSettings):
         return [entry.lower().rstrip(".") for entry in value]
 
     @model_validator(mode="after")
-    def _s3_needs_a_bucket(self) -> Settings:
-        if self.media_backend == "s3" and not self.s3_bucket:
+    def _s3_backend(self) -> Settings:
+        """Checked at start: the S3 client itself is built only at the first file."""
+        if self.media_backend != "s3":
+            return self
+        if not self.s3_bucket:
             raise ValueError("GENGATE_S3_BUCKET is required when GENGATE_MEDIA_BACKEND=s3")
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("GENGATE_S3_ENDPOINT_URL must be an http:// or https:// URL")
         return self
 
     @field_validator("database_url")

@@ -1,8 +1,10 @@
 """Media files in an S3-compatible bucket (AWS S3, MinIO, R2, ...), through obstore.
 
-Imported only when `GENGATE_MEDIA_BACKEND=s3` (app.media.stores), so processes on the
-local backend never load the client. Keys are `<prefix>/<relative path>`, the same relative
-path the local store uses, so switching backends is a copy of the files, not a migration.
+Imported only when `GENGATE_MEDIA_BACKEND=s3` (app.media.stores), and the client (obstore)
+only at the first file stored, read or served: importing and starting it costs about 10 MB,
+which the local backend never pays and an idle process on this one not yet. Keys are
+`<prefix>/<relative path>`, the same relative path the local store uses, so switching
+backends is a copy of the files, not a migration.
 
 Credentials are never gengate settings: obstore reads the standard AWS environment itself
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or a web identity / instance
@@ -13,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import obstore
-from obstore.store import S3Store
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +30,10 @@ from app.media.storage import (
     result_path,
     stored_blob,
 )
+
+if TYPE_CHECKING:
+    from obstore import BytesStream
+    from obstore.store import S3Store
 
 # Short retries: a reader waiting on an unreachable bucket is better answered 503 (and
 # retried by its client) than held for obstore's default of three minutes.
@@ -50,30 +56,46 @@ class S3MediaStore:
             config["endpoint"] = endpoint_url
         if region:
             config["region"] = region
-        self._store = S3Store(
-            bucket,
-            prefix=(prefix or "").strip("/") or None,
-            config=config,  # type: ignore[arg-type]
-            client_options={
-                "allow_http": bool(endpoint_url and endpoint_url.startswith("http://")),
-                "connect_timeout": _CONNECT_TIMEOUT,
-                "timeout": _REQUEST_TIMEOUT,
-            },
+        self._bucket = bucket
+        self._prefix = (prefix or "").strip("/") or None
+        self._config = config
+        self._allow_http = bool(endpoint_url and endpoint_url.startswith("http://"))
+
+    @cached_property
+    def _store(self) -> S3Store:
+        from obstore.store import S3Store
+
+        options: dict[str, Any] = {
+            "allow_http": self._allow_http,
+            "connect_timeout": _CONNECT_TIMEOUT,
+            "timeout": _REQUEST_TIMEOUT,
+        }
+        return S3Store(
+            self._bucket,
+            prefix=self._prefix,
+            config=self._config,  # type: ignore[arg-type]
+            client_options=options,  # type: ignore[arg-type]
             retry_config=_RETRIES,  # type: ignore[arg-type]
         )
 
     def put(self, *, task_id: str, position: int, data: bytes, extension: str) -> StoredBlob:
         """One PUT: S3 makes an object visible whole or not at all."""
+        import obstore
+
         path = result_path(task_id=task_id, position=position, extension=extension)
         obstore.put(self._store, path, data)
         return stored_blob(path, data)
 
     def read_bytes(self, path: str) -> bytes:
+        import obstore
+
         check_relative_path(path)
         return bytes(obstore.get(self._store, path).bytes())
 
     def delete_task(self, task_id: str, paths: Sequence[str]) -> None:
         """One batch delete; S3 deletes of missing keys succeed, so a repeat is harmless."""
+        import obstore
+
         check_task_paths(task_id, paths)
         if paths:
             obstore.delete(self._store, list(paths))
@@ -82,6 +104,8 @@ class S3MediaStore:
         self, media: MediaFile, *, headers: dict[str, str], request: Request
     ) -> Response:
         """Stream the object (or the requested range) from the bucket in chunks."""
+        import obstore
+
         check_relative_path(media.path)
 
         async def open_range(start: int, end: int) -> AsyncIterator[bytes]:
@@ -101,7 +125,7 @@ class S3MediaStore:
         )
 
 
-async def _chunks(stream: obstore.BytesStream) -> AsyncIterator[bytes]:
+async def _chunks(stream: BytesStream) -> AsyncIterator[bytes]:
     """Starlette sends `bytes`; obstore hands out its own zero-copy buffers."""
     async for chunk in stream:
         yield bytes(chunk)

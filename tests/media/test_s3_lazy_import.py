@@ -1,5 +1,6 @@
-"""The S3 client loads only with the s3 media backend: the local backend's processes stay
-within their memory budget (an idle API process under 150 MB RSS, a worker under 120 MB).
+"""The S3 client loads only with the s3 media backend, and there only at the first file:
+idle processes stay within their memory budget (an API process under 150 MB RSS, a worker
+under 120 MB), which the client's 10 MB would break on the API side.
 
 Each check runs in a fresh interpreter: this test process has long imported everything.
 """
@@ -48,8 +49,17 @@ def test_the_local_backend_never_imports_an_s3_client(process: str, tmp_path: Pa
     assert _loaded(STARTUP[process] + "\n" + OPEN_STORE, tmp_path) == []
 
 
-def test_the_s3_backend_imports_obstore_when_its_store_is_opened(tmp_path: Path) -> None:
-    """The probe above can see the lazy import happen."""
-    s3 = {"GENGATE_MEDIA_BACKEND": "s3", "GENGATE_S3_BUCKET": "gengate-probe"}
-    assert _loaded(STARTUP["api"], tmp_path, **s3) == []
-    assert _loaded(OPEN_STORE, tmp_path, **s3) == ["obstore"]
+def test_the_s3_backend_imports_obstore_at_its_first_file(tmp_path: Path) -> None:
+    """Not at start: an idle process on the s3 backend keeps its memory too. The probe
+    above can see the lazy import happen."""
+    s3 = {
+        "GENGATE_MEDIA_BACKEND": "s3",
+        "GENGATE_S3_BUCKET": "gengate-probe",
+        "GENGATE_S3_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens: refused at once
+    }
+    assert _loaded(STARTUP["api"] + "\n" + OPEN_STORE, tmp_path, **s3) == []
+    first_read = (
+        OPEN_STORE
+        + "try:\n    store.read_bytes('2026/01/01/task_1/0.png')\nexcept Exception:\n    pass\n"
+    )
+    assert _loaded(first_read, tmp_path, **s3) == ["obstore"]

@@ -367,6 +367,10 @@ async def test_an_upload_lives_in_the_bucket_feeds_a_task_and_is_purged_from_it(
     assert bucket.keys() == [result.key]
 
 
-def test_the_s3_backend_needs_a_bucket() -> None:
+def test_the_s3_backend_needs_a_bucket_and_an_http_endpoint() -> None:
     with pytest.raises(ValidationError, match="GENGATE_S3_BUCKET is required"):
         Settings(_env_file=None, media_backend="s3")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="GENGATE_S3_ENDPOINT_URL must be an http"):
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, media_backend="s3", s3_bucket="b", s3_endpoint_url="minio:9000"
+        )

@@ -72,6 +72,6 @@ router.add_api_route(
     methods=["HEAD"],
     summary="The headers a download would get, without the body",
     response_class=FileResponse,
-    responses={200: {"description": "Headers only"}, **error_responses(400, 404)},
+    responses={200: {"description": "Headers only"}, **error_responses(400, 404, 503)},
     operation_id="head_media",
 )
