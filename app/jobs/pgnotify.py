@@ -75,7 +75,7 @@ class PgTransport:
         self._deliver, self._resync = deliver, resync
         try:
             listening: psycopg.AsyncConnection[Any] | None = await self._listen()
-        except psycopg.OperationalError as exc:
+        except (psycopg.Error, OSError) as exc:
             log.warning("wake-up channel unavailable (%s); retrying", type(exc).__name__)
             listening = None
         self._listener = asyncio.create_task(self._receive(listening), name="notifier")
@@ -116,6 +116,9 @@ class PgTransport:
             finally:
                 await listening.close()
             listening = None
+            # The sending connection most likely went through the same restart: a new one
+            # sends the next signal rather than that signal finding out.
+            await self._drop_sender()
 
     def _handle(self, payload: str) -> None:
         topic, _, message = payload.partition(" ")
@@ -133,7 +136,7 @@ class PgTransport:
             try:
                 listening = await self._listen()
                 break
-            except psycopg.OperationalError as exc:
+            except (psycopg.Error, OSError) as exc:
                 log.debug("wake-up channel not open yet: %s", exc)
             await asyncio.sleep(random.uniform(wait_s / 2, wait_s))  # noqa: S311 (jitter)
             wait_s = min(wait_s * 2, RECONNECT_MAX_S)

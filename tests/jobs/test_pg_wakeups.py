@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,7 +24,7 @@ from app.core.config import Settings
 from app.jobs.lifecycle import fail_task
 from app.jobs.models import Task
 from app.jobs.notify import MESSAGE_MAX_BYTES, _joined
-from app.jobs.pgnotify import CHANNEL_MAX_BYTES, PgTransport, channel_name
+from app.jobs.pgnotify import APPLICATION_NAME, CHANNEL_MAX_BYTES, PgTransport, channel_name
 from app.keys.models import ApiKey
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
@@ -68,7 +70,7 @@ async def process(settings: Settings) -> AsyncIterator[Runtime]:
     """A runtime of its own, as another process on the same database has."""
     runtime = await Runtime.start(settings)
     try:
-        assert isinstance(runtime.notifier.transport, PgTransport)
+        _transport(runtime)  # PostgreSQL carries the signals
         yield runtime
     finally:
         await runtime.close()
@@ -194,8 +196,7 @@ async def test_the_listening_connection_comes_back_after_it_is_killed(
             await session.execute(update(ApiKey).values(disabled=True))
             await session.commit()
         assert await _status(client, customer) == 200
-        transport = runtime.notifier.transport
-        assert isinstance(transport, PgTransport)
+        transport = _transport(runtime)
         runtime.notifier.work.clear()
         killed = transport.listener_pid
         await _terminate(database_url, killed)
@@ -207,16 +208,29 @@ async def test_the_listening_connection_comes_back_after_it_is_killed(
         assert runtime.notifier.work.is_set()  # the loops scan for what was missed
         assert await _status(client, customer) == 401  # the cached key was forgotten
 
-        runtime.notifier.work.clear()
-        other.notifier.wake_workers()
+        await _signal_both_ways(runtime, other)
+    assert _logged(caplog, "wake-up channel lost") == 1  # once, not once per attempt
+    assert _logged(caplog, "wake-up channel back") == 1
 
-        async def woken() -> bool:
-            return runtime.notifier.work.is_set()
 
-        await eventually(woken, within_s=PROMPTLY_S, what="a wake-up after the reconnect")
-    messages = [record.getMessage() for record in caplog.records]
-    assert sum("wake-up channel lost" in m for m in messages) == 1  # once, not per attempt
-    assert sum("wake-up channel back" in m for m in messages) == 1
+async def test_signals_flow_again_once_every_notify_connection_was_killed(
+    shared: Settings, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a database restart does: both processes lose their listening and their sending
+    connection; the first signal each sends afterwards arrives all the same."""
+    caplog.set_level(logging.INFO, logger="gengate.notify")
+    async with process(shared) as one, process(shared) as two:
+        await _signal_both_ways(one, two)  # each sending connection is open now
+        transports = [_transport(one), _transport(two)]
+        killed = {transport.listener_pid for transport in transports}
+        assert await _terminate_notify_connections(database_url) == 4
+
+        async def reconnected() -> bool:
+            return all(transport.listener_pid not in killed for transport in transports)
+
+        await eventually(reconnected, within_s=PROMPTLY_S, what="both channels to reconnect")
+        await _signal_both_ways(one, two)
+    assert _logged(caplog, "wake-up channel lost") == 2  # one per process
 
 
 def test_ids_are_split_into_messages_of_bounded_size() -> None:
@@ -232,6 +246,46 @@ def test_a_long_prefix_still_names_a_channel_of_its_own() -> None:
     long_a, long_b = "a" * 70, "a" * 69 + "b"
     assert len(channel_name(long_a).encode()) <= CHANNEL_MAX_BYTES
     assert channel_name(long_a) != channel_name(long_b)
+
+
+def _transport(runtime: Runtime) -> PgTransport:
+    transport = runtime.notifier.transport
+    assert isinstance(transport, PgTransport)
+    return transport
+
+
+async def _signal_both_ways(one: Runtime, two: Runtime) -> None:
+    """A signal from each process reaches the other."""
+    await _signal(one, two)
+    await _signal(two, one)
+
+
+async def _signal(sender: Runtime, receiver: Runtime) -> None:
+    """A changed task of an id no one else announces reaches `receiver` (a wake-up could be
+    the sender's own, heard by itself)."""
+    probe = f"probe_{uuid.uuid4().hex}"
+    seen: set[str] = set()
+    notifier = receiver.notifier
+    forget = notifier.on_task_changed
+    assert forget is not None
+
+    def record(task_id: str) -> None:
+        seen.add(task_id)
+        forget(task_id)
+
+    async def arrived() -> bool:
+        return probe in seen
+
+    notifier.on_task_changed = record
+    try:
+        sender.notifier.task_changed(probe)
+        await eventually(arrived, within_s=PROMPTLY_S, what="a signal to arrive")
+    finally:
+        notifier.on_task_changed = forget
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
 
 
 async def _status(client: httpx.AsyncClient, customer: Customer) -> int:
@@ -250,11 +304,30 @@ async def _record_info(
 
 
 async def _terminate(database_url: str, pid: int | None) -> None:
-    """End a backend from an admin connection of the test's own."""
+    """End one backend, from an admin connection of the test's own."""
     assert pid is not None
+    assert await _admin(database_url, "SELECT pg_terminate_backend(%s)", pid) is True
+
+
+async def _terminate_notify_connections(database_url: str) -> int:
+    """End every wake-up connection to the test's database; how many there were."""
+    ended: int = await _admin(
+        database_url,
+        # Counted whether or not each was still there: a process that lost its listening
+        # connection closes its sending one itself, perhaps before its turn here.
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s",
+        APPLICATION_NAME,
+    )
+    return ended
+
+
+async def _admin(database_url: str, query: str, *params: object) -> Any:
+    """The one value `query` answers, on an admin connection of the test's own."""
     conninfo = make_url(database_url).set(drivername="postgresql")
     async with await psycopg.AsyncConnection.connect(
         conninfo.render_as_string(hide_password=False), autocommit=True
     ) as admin:
-        cursor = await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        assert (await cursor.fetchone()) == (True,)
+        row = await (await admin.execute(query, params)).fetchone()
+        assert row is not None
+        return row[0]
