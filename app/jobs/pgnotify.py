@@ -81,8 +81,9 @@ class PgTransport:
         self._listener = asyncio.create_task(self._receive(listening), name="notifier")
 
     async def publish(self, topic: str, message: str) -> None:
-        """NOTIFY one signal. Raises psycopg.Error or TimeoutError; the connection is then
-        dropped, and the next signal opens another."""
+        """NOTIFY one signal. Raises ValueError for a message PostgreSQL would refuse; on
+        psycopg.Error or TimeoutError the connection is dropped too (the next signal opens
+        another)."""
         payload = f"{topic} {message}"
         if len(payload.encode()) > PAYLOAD_MAX_BYTES:
             raise ValueError(f"a {topic} signal of {len(payload)} bytes is too long to NOTIFY")
