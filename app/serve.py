@@ -15,6 +15,7 @@ import uvicorn
 from rich.console import Console
 
 from app.cli_errors import CommandFailed
+from app.core import metrics
 from app.core.config import Settings
 from app.core.logging import log_config
 from app.db.migrate import upgrade_database
@@ -89,6 +90,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
             settings.resolve_signing_secret()
         except RuntimeError as exc:
             raise CommandFailed(str(exc)) from None
+        metrics.share_between_processes()  # one /metrics for every process (app.core.metrics)
     uvicorn.run(
         # Processes uvicorn spawns build the app from an import string and the environment
         # this one read; one process serves the app built from these very settings.

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from app import __version__
 from app.accounts.schemas import AccountRead
 from app.catalog.catalog import Catalog
+from app.core import metrics
 from app.core.config import Settings
 from app.core.names import unknown_field
 from app.imagine.schemas import TaskIds
@@ -186,7 +187,9 @@ class _SentArgumentsTool(Tool):
         declared = self.parameters.get("properties", {})
         unknown = sorted(str(name) for name in arguments if name not in declared)
         if unknown and not self.names_checked_by_service:
-            return results.failure(unknown_field(unknown[0], declared, what="argument"))
+            refusal = unknown_field(unknown[0], declared, what="argument")
+            metrics.tool_called(self.name, refusal)
+            return results.failure(refusal)
         token = SENT_ARGUMENTS.set(arguments)
         try:
             return await super().run(arguments, *args, **kwargs)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import describe_account
 from app.catalog.schemas import ModelRead
+from app.core import metrics
 from app.core.errors import AppError, InvalidInput
 from app.core.text import check_text
 from app.db.engine import transaction
@@ -43,14 +44,24 @@ async def run_tool(
     `work` answers a model (sent as JSON text + structuredContent) or a result it shaped.
     """
     caller = caller_of(ctx)
+    tool = tool_name(ctx)
     try:
         async with transaction(caller.runtime.sessions) as session:
             answer = await work(session, caller)
+        metrics.tool_called(tool)
         return answer if isinstance(answer, CallToolResult) else results.success(answer)
     except AppError as exc:
+        metrics.tool_called(tool, exc)
         return results.failure(exc)
     except Exception as exc:
+        metrics.tool_called(tool, exc)
         return results.internal_failure(exc)
+
+
+def tool_name(ctx: Ctx) -> str:
+    """The called tool's name: the SDK only calls a tool under the name it was registered
+    with, so it is a bounded metrics label."""
+    return str((ctx.request_context.params or {}).get("name"))
 
 
 def _present(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +160,7 @@ async def estimate_cost(ctx: Ctx, **arguments: Any) -> CallToolResult:
 
 async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
     caller = caller_of(ctx)
+    tool = tool_name(ctx)
     try:
         wait_seconds = _number(arguments, "wait_seconds", 0, MAX_WAIT_SECONDS)
         thumbnail = _flag(arguments, "include_thumbnail")
@@ -163,10 +175,14 @@ async def get_generation_status(ctx: Ctx, **arguments: Any) -> CallToolResult:
             await session.commit()
         if wait_seconds and view.state == "waiting":
             view = await _wait(ctx, caller, view, wait_seconds)
-        return results.success(view, await _result_blocks(caller, view, thumbnail))
+        blocks = await _result_blocks(caller, view, thumbnail)
+        metrics.tool_called(tool)
+        return results.success(view, blocks)
     except AppError as exc:
+        metrics.tool_called(tool, exc)
         return results.failure(exc)
     except Exception as exc:
+        metrics.tool_called(tool, exc)
         return results.internal_failure(exc)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.channels.config import Channel, ChannelError
 from app.channels.router import ChannelRouter
 from app.core.config import Settings
+from app.core.metrics import TimedProvider
 from app.db.hooks import announce_after_commit
 from app.net.url_guard import UrlPolicy
 from app.providers.base import Provider, ProviderUnavailable
@@ -96,7 +97,8 @@ class Channels:
         return list(self._channels.values())
 
     def provider(self, channel: Channel, model_id: str) -> Provider:
-        """The adapter that sends `model_id` to `channel` (built once, then reused)."""
+        """The adapter that sends `model_id` to `channel` (built once, then reused), its
+        calls timed and counted under the channel."""
         key = (channel.name, model_id)
         provider = self._providers.get(key)
         if provider is None:
@@ -104,7 +106,7 @@ class Channels:
             if channel.idempotent_submit is not None:
                 provider.idempotent_submit = channel.idempotent_submit
             self._providers[key] = provider
-        return provider
+        return TimedProvider(provider, channel.name)
 
     def _build(self, channel: Channel, model_id: str) -> Provider:
         if channel.adapter == "local":

@@ -30,10 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.accounts.models import Account
+from app.core import metrics
 from app.core.errors import InsufficientCredits, InvalidInput, NotFound
 from app.core.ids import now_ms
 from app.credits.models import LedgerEntry, LedgerKind
 from app.db.engine import Reader
+from app.db.hooks import after_commit
 
 
 async def _move(
@@ -243,6 +245,7 @@ async def settle_hold(session: AsyncSession, *, task_id: str) -> LedgerEntry | N
     hold = await _hold_of(session, task_id)
     if hold is None:
         return None
+    after_commit(session, lambda: metrics.CREDITS_SETTLED.inc(-hold.amount))
     return await _move(
         session, account_id=hold.account_id, amount=0, kind=LedgerKind.SETTLE, task_id=task_id
     )
@@ -255,6 +258,7 @@ async def refund_hold(
     hold = await _hold_of(session, task_id)
     if hold is None:
         return None
+    after_commit(session, lambda: metrics.CREDITS_REFUNDED.inc(-hold.amount))
     return await _move(
         session,
         account_id=hold.account_id,

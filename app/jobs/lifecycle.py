@@ -13,6 +13,7 @@ from sqlmodel import col
 
 from app.callbacks.outbox import enqueue_callback
 from app.channels.registry import cancel_upstream_after_commit
+from app.core import metrics
 from app.core.ids import now_ms
 from app.credits.service import refund_hold, settle_hold
 from app.db.hooks import after_commit
@@ -50,7 +51,7 @@ async def fail_task(
             lease_owner=None,
             **_channel(channel),
         )
-        .returning(col(Task.account_id), col(Task.callback_url))
+        .returning(col(Task.account_id), col(Task.callback_url), col(Task.model))
     )
     if owner is not None:
         stmt = stmt.where(col(Task.lease_owner) == owner)
@@ -61,7 +62,7 @@ async def fail_task(
         await refund_hold(session, task_id=task_id, note=code)
     else:
         await settle_hold(session, task_id=task_id)
-    await _finished(session, notifier=notifier, task_id=task_id, finished=finished)
+    await _finished(session, notifier=notifier, task_id=task_id, finished=finished, code=code)
     return True
 
 
@@ -70,16 +71,19 @@ async def _finished(
     *,
     notifier: Notifier,
     task_id: str,
-    finished: Row[tuple[str, str | None]],
+    finished: Row[tuple[str, str | None, str]],
+    code: str | None = None,
 ) -> None:
     """What every terminal transition does besides its credits: queue the task's callback
-    in the same transaction (the outbox), and wake its waiters once that commits."""
-    account_id, callback_url = finished
+    in the same transaction (the outbox), and wake its waiters and count it once that
+    commits. `code`: the fail code of a failure; None for a success."""
+    account_id, callback_url, model = finished
     if callback_url:
         await enqueue_callback(
             session, notifier=notifier, task_id=task_id, account_id=account_id, url=callback_url
         )
     after_commit(session, lambda: notifier.task_finished(task_id))
+    after_commit(session, lambda: metrics.task_finished(model, code))
 
 
 async def succeed_task(
@@ -111,7 +115,7 @@ async def succeed_task(
             updated_at=now,
             lease_owner=None,
         )
-        .returning(col(Task.account_id), col(Task.callback_url))
+        .returning(col(Task.account_id), col(Task.callback_url), col(Task.model))
     )
     finished = (await session.execute(stmt)).first()
     if finished is None:
