@@ -10,6 +10,7 @@ dev key, the development signing secret) happens here, in the parent, before the
 from __future__ import annotations
 
 import asyncio
+import math
 
 import uvicorn
 from rich.console import Console
@@ -104,5 +105,5 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         # On SIGTERM: stop accepting, give open requests this long, then the app's shutdown
         # (its embedded workers give back what they could not finish). With --workers N the
         # parent passes SIGTERM to each process and waits for them.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
