@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,13 +27,15 @@ from app.callbacks.service import account_secret, read_any_task_callbacks, roll_
 from app.channels.attempts import list_attempts
 from app.channels.report import ChannelStatus, channel_health, usage_report
 from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
-from app.core.config import Settings
+from app.core.config import MIN_RETENTION_DAYS, Settings
 from app.core.errors import AppError
 from app.core.ids import now_ms
 from app.credits.service import grant_credits
 from app.db.migrate import upgrade_database
 from app.keys.models import ApiKey
 from app.keys.service import create_api_key, list_api_keys, revoke_api_key
+from app.maintenance.pruner import run_retention
+from app.maintenance.retention import count_prunable, cutoff_for, iso
 from app.runtime import Runtime
 
 T = TypeVar("T")
@@ -100,13 +104,22 @@ def _run_with_runtime(
 ) -> T:
     """_run for a call that also needs the runtime (its settings, catalog or channels)."""
 
+    async def in_transaction(runtime: Runtime) -> T:
+        async with runtime.sessions() as session:
+            result = await fn(session, runtime)
+            await session.commit()
+            return result
+
+    return _in_runtime(in_transaction, field=field)
+
+
+def _in_runtime(fn: Callable[[Runtime], Awaitable[T]], *, field: str | None = None) -> T:
+    """Run `fn` with a started runtime; `fn` opens its own transactions (see _run)."""
+
     async def main() -> T:
         runtime = await Runtime.start(Settings())
         try:
-            async with runtime.sessions() as session:
-                result = await fn(session, runtime)
-                await session.commit()
-                return result
+            return await fn(runtime)
         finally:
             await runtime.close()
 
@@ -493,6 +506,72 @@ def _since_ms(since: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(help="Retention in days instead of GENGATE_RETENTION_DAYS (at least 1)."),
+    ] = None,
+) -> None:
+    """Delete finished tasks older than the retention, with their result files and callback
+    deliveries, and old X-Request-Id keys; the credit ledger is never touched."""
+    days = _retention_days(Settings(), older_than_days)
+    now = now_ms()
+    if dry_run:
+        counts = _run(lambda s: count_prunable(s, cutoff=cutoff_for(now, days)))
+        complete = True
+    else:
+        owner = f"gengate prune:{socket.gethostname()}:{os.getpid()}"
+        run = _in_runtime(
+            lambda runtime: run_retention(
+                runtime, owner=owner, days=days, now=now, only_if_due=False
+            )
+        )
+        if run is None:
+            raise CommandFailed("a prune is already running in another process; try again later")
+        counts, complete = run.counts, run.ended == "done"
+    cutoff = cutoff_for(now, days)
+
+    def human() -> None:
+        done = "would delete" if dry_run else "deleted"
+        console.print(f"{done} {counts}, finished before {iso(cutoff)}", highlight=False)
+        if not complete:
+            console.print("[yellow]stopped early: the media store failed; run it again[/yellow]")
+
+    payload = {
+        "dry_run": dry_run,
+        "older_than_days": days,
+        "cutoff": cutoff,
+        "complete": complete,
+        **dataclasses.asdict(counts),
+    }
+    _emit(ctx, payload, human)
+
+
+def _retention_days(settings: Settings, older_than_days: int | None) -> int:
+    """The option's days, else the setting's; refused below a day, as the setting is."""
+    if older_than_days is None:
+        if settings.retention_days is None:
+            raise CommandFailed(
+                "retention is off: set GENGATE_RETENTION_DAYS or pass --older-than-days",
+                field="older_than_days",
+                exit_code=2,
+            )
+        return settings.retention_days
+    if older_than_days < MIN_RETENTION_DAYS:
+        raise CommandFailed(
+            f"--older-than-days must be at least {MIN_RETENTION_DAYS}: X-Request-Id idempotency "
+            "keys are kept at least 24 h",
+            field="older_than_days",
+            exit_code=2,
+        )
+    return older_than_days
 
 
 @app.command("serve")

@@ -20,6 +20,9 @@ DEFAULT_CALLBACK_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 864
 _PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
 
 
+# Retention never goes below a day: X-Request-Id idempotency keys live at least 24 h.
+MIN_RETENTION_DAYS = 1
+
 # A max_active_tasks this large means "no limit": it is not counted on create (counting is
 # bounded by the limit, so an exact count against a huge limit would scan a key's whole backlog).
 UNLIMITED_ACTIVE_TASKS = 1_000_000
@@ -349,6 +352,28 @@ class Settings(BaseSettings):
         description="How long an upload is kept; its signed URL is valid until then",
     )
 
+    # Retention (see Retention under Operating)
+    retention_days: int | None = Field(
+        default=None,
+        description="Finished tasks older than this many days are deleted with their result "
+        "files and callback deliveries (never the credit ledger), as are X-Request-Id keys; "
+        f"at least {MIN_RETENTION_DAYS}. none: everything is kept; deleting customer data is "
+        "the operator's choice",
+    )
+    prune_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often one process of the deployment prunes, when "
+        "`GENGATE_RETENTION_DAYS` is set",
+    )
+    prune_batch_size: int = Field(
+        default=200,
+        gt=0,
+        le=10_000,
+        description="Tasks deleted per transaction while pruning, so a backlog never holds "
+        "long locks",
+    )
+
     # The offline `local` provider
     local_delay_ms: int = Field(
         default=0,
@@ -367,6 +392,16 @@ class Settings(BaseSettings):
     def _schedule(cls, value: list[float]) -> list[float]:
         if len(value) > 50 or any(not 0 <= wait <= 30 * 86400 for wait in value):
             raise ValueError("at most 50 waits, each from 0 to 2592000 seconds")
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"GENGATE_RETENTION_DAYS must be at least {MIN_RETENTION_DAYS}: X-Request-Id "
+                "idempotency keys are kept at least 24 h"
+            )
         return value
 
     @field_validator("outbound_allowlist")

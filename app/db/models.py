@@ -8,6 +8,7 @@ from app.channels.models import TaskAttempt
 from app.credits.models import LedgerEntry
 from app.jobs.models import Task, TaskGroup
 from app.keys.models import ApiKey
+from app.maintenance.models import MaintenanceJob
 from app.media.models import MediaFile
 
 metadata = SQLModel.metadata
@@ -18,6 +19,7 @@ __all__ = [
     "CallbackAttempt",
     "CallbackDelivery",
     "LedgerEntry",
+    "MaintenanceJob",
     "MediaFile",
     "Task",
     "TaskAttempt",

@@ -46,6 +46,8 @@ class Task(SQLModel, table=True):
         Index("ix_task_key_model_created", "api_key_id", "model", "created_at", "id", "status"),
         Index("ix_task_key_status_created", "api_key_id", "status", "created_at", "id"),
         Index("ix_task_parent", "parent_task_id"),
+        # Retention: finished tasks, oldest first (waiting ones have no completed_at).
+        Index("ix_task_completed", "completed_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -100,6 +102,7 @@ class TaskGroup(SQLModel, table=True):
     /v1/reimagine): an X-Request-Id replay answers the same ids."""
 
     __tablename__ = "task_group"
+    __table_args__ = (Index("ix_task_group_created", "created_at"),)  # retention
 
     api_key_id: str = Field(foreign_key="api_key.id", primary_key=True, max_length=40)
     request_id: str = Field(primary_key=True, max_length=200)

@@ -32,6 +32,7 @@ from app.jobs.lifecycle import expire_overdue
 from app.jobs.models import Task
 from app.jobs.queue import assign_channel, claim_due_tasks, give_back_task, renew_lease
 from app.jobs.settle import Settler
+from app.maintenance.pruner import Pruner
 from app.providers.base import (
     Completed,
     Failed,
@@ -90,6 +91,9 @@ class Worker:
         # Callbacks go out beside the tasks, from a pool of their own.
         dispatcher = CallbackDispatcher(self._runtime, owner=self.owner)
         delivering = asyncio.create_task(dispatcher.run(stop), name="callbacks")
+        # Retention, when the operator turned it on: one process of the deployment at a time.
+        pruner = Pruner(self._runtime, owner=self.owner)
+        pruning = asyncio.create_task(pruner.run(stop), name="retention")
         while not stop.is_set():
             # Cleared before claiming, so a wake-up that arrives during the claim counts.
             notifier.work.clear()
@@ -110,6 +114,7 @@ class Worker:
             )
         await self._drain()
         await delivering
+        await pruning
 
     async def _claim(self, free: int, pool: set[asyncio.Task[None]], *, polls: bool = False) -> int:
         try:
