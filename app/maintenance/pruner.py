@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
@@ -31,12 +32,16 @@ RETRY_S = 60.0
 MIN_WAIT_S = 1.0
 
 
+Ended = Literal["done", "stopped", "store_failed", "lease_lost"]
+
+
 @dataclass(frozen=True)
 class PruneRun:
     cutoff: int
     counts: PruneCounts
-    # done | stopped (shutdown) | store_failed | lease_lost
-    ended: str
+    # Why the run ended: nothing left, a shutdown, the media store failing, or its lease
+    # running out (another process has the job now).
+    ended: Ended
 
 
 async def run_retention(

@@ -10,8 +10,9 @@ the delivery ends); and the credit ledger, whose rows keep their task id as a pl
 
 A batch reads its tasks, deletes their files with no transaction open (the SQLite engine
 has one connection, which a slow bucket must not hold), then deletes the rows of the tasks
-whose files are gone, checking again that they may go. A file is never left without the
-row that leads to it: a failed delete keeps the task for the next run.
+whose files are gone, checking again that they may go (a task redelivered meanwhile stays,
+without its files: it was past retention already). A file is never left without the row
+that leads to it: a failed delete keeps the task for the next run.
 """
 
 from __future__ import annotations
