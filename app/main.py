@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.api.errors import install_error_handlers
@@ -16,6 +17,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.core.config import Settings
+from app.core.correlation import CorrelationMiddleware
 from app.imagine.styles import load_imagine
 from app.jobs.worker import Worker
 from app.runtime import Runtime
@@ -39,6 +41,13 @@ async def embedded_worker(runtime: Runtime) -> AsyncIterator[None]:
             await running
 
 
+class _Gateway(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        """The correlation id goes around every other layer, Starlette's error middleware
+        included: a 500 and the line that logs its exception carry it too."""
+        return CorrelationMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -56,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(
+    app = _Gateway(
         title="gengate",
         version=__version__,
         summary="Gateway for asynchronous AI image and video generation",

@@ -14,12 +14,15 @@ import time
 from collections import Counter, defaultdict, deque
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.callbacks.models import CallbackAttempt, CallbackDelivery
 from app.callbacks.queue import claim_due_deliveries, fix_body, postpone, record_attempt
 from app.callbacks.schedule import judge
 from app.callbacks.secrets import get_webhook_secret, sign, signing_secrets
+from app.core import correlation
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
 from app.jobs.models import Task
@@ -195,6 +198,9 @@ class CallbackDispatcher:
         self._slot_freed.set()
 
     async def _deliver(self, delivery: CallbackDelivery) -> None:
+        # Its own asyncio task, but started from the one that delivered before it: replace
+        # that one's task and correlation ids at once. The latter is known once prepared.
+        correlation.bind(correlation_id=None, task_id=delivery.task_id)
         try:
             await self._attempt(delivery)
         except Exception as exc:
@@ -211,7 +217,7 @@ class CallbackDispatcher:
 
     async def _attempt(self, delivery: CallbackDelivery) -> None:
         try:
-            body, keys = await self._prepare(delivery)
+            body, keys, correlation_id = await self._prepare(delivery)
         except Exception as exc:
             log_failure(log, f"preparing callback {delivery.id} failed", exc)
             async with self._runtime.sessions() as session:
@@ -223,6 +229,7 @@ class CallbackDispatcher:
                 )
                 await session.commit()
             return
+        correlation.bind(correlation_id=correlation_id, task_id=delivery.task_id)
         record, retry_after = await self._send(delivery, body, keys)
         self._note_send(_host_of(delivery.url), record.latency_ms or 0)
         number = delivery.attempts + 1
@@ -261,9 +268,13 @@ class CallbackDispatcher:
         now_s = latency_ms / 1000
         self._send_s[host] = now_s if before is None else 0.8 * before + 0.2 * now_s
 
-    async def _prepare(self, delivery: CallbackDelivery) -> tuple[str, list[str]]:
-        """The body (fixed at the first attempt) and the secrets to sign it with now."""
+    async def _prepare(self, delivery: CallbackDelivery) -> tuple[str, list[str], str | None]:
+        """The body (fixed at the first attempt), the secrets to sign it with now and the
+        task's correlation id (for the log lines of the delivery)."""
         async with self._runtime.sessions() as session:
+            correlation_id = await session.scalar(
+                select(col(Task.correlation_id)).where(col(Task.id) == delivery.task_id)
+            )
             body = delivery.body
             if body is None:
                 body = await fix_body(
@@ -272,7 +283,7 @@ class CallbackDispatcher:
             secret = await get_webhook_secret(session, account_id=delivery.account_id)
             keys = signing_secrets(secret, now=now_ms())
             await session.commit()
-        return body, keys
+        return body, keys, correlation_id
 
     async def _body_of(self, session: AsyncSession, delivery: CallbackDelivery) -> str:
         """`{"code", "msg", "data"}` with recordInfo's data, its URLs valid for days."""

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the server and the workers"
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: readable lines; `json`: one JSON object per line, with the "
+        "correlation id and task id of the work it is about (see Logs under Operating)",
+    )
     opentelemetry: bool = Field(
         default=False,
         description="FastAPI's own OpenTelemetry spans, metrics and logs, through the "

@@ -32,7 +32,7 @@ async def _main(settings: Settings, concurrency: int | None) -> None:
 
 
 def run_worker(settings: Settings, *, concurrency: int | None = None) -> None:
-    logging.config.dictConfig(log_config(settings.log_level))
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     run_loop(_main(settings, concurrency))
 
 

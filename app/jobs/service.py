@@ -26,6 +26,7 @@ from sqlmodel import col
 from app.accounts.models import Account
 from app.catalog.catalog import CatalogModel
 from app.channels.registry import cancel_upstream_after_commit
+from app.core import correlation
 from app.core.config import UNLIMITED_ACTIVE_TASKS
 from app.core.errors import (
     Conflict,
@@ -79,6 +80,7 @@ TASK_COLUMNS = (
     "deadline_at",
     "created_at",
     "updated_at",
+    "correlation_id",
 )
 
 
@@ -422,7 +424,8 @@ def task_values(
     callback_url: str | None,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The row of a new queued task, with a fresh id: the columns of TASK_COLUMNS."""
+    """The row of a new queued task, with a fresh id: the columns of TASK_COLUMNS. Its
+    correlation id is the creating request's, so the task's log lines can be found by it."""
     model = runtime.catalog.get(priced.model_id)
     now = now_ms()
     return {
@@ -444,6 +447,7 @@ def task_values(
         "deadline_at": now + model.timeout_seconds * 1000,
         "created_at": now,
         "updated_at": now,
+        "correlation_id": correlation.current().correlation_id,
     }
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks.dispatcher import CallbackDispatcher
 from app.channels.attempts import REFUSED, UpstreamCall, refused_channels
 from app.channels.config import Channel
+from app.core import correlation
 from app.core.errors import AppError
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
@@ -176,6 +177,8 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _process(self, task: Task) -> None:
+        # Its own asyncio task: every line logged for it, the heartbeat's too, names it.
+        correlation.bind(correlation_id=task.correlation_id, task_id=task.id)
         lost = asyncio.Event()
         # One heartbeat from claim to settle: storing a large result and retrying a settle
         # through an outage both take time during which no other worker may take over.
@@ -323,6 +326,7 @@ class Worker:
             message=outcome.message if isinstance(outcome, Failed) else None,
         )
         await self._settler.settle(task, outcome, attempt=attempt, channel=channel.name)
+        log.info("task %s: %s on channel %s", task.id, attempt.outcome, channel.name)
 
     async def _unless_lost(
         self, task: Task, call: Coroutine[Any, Any, Outcome], lost: asyncio.Event
