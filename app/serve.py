@@ -25,6 +25,10 @@ from app.main import create_app
 from app.runtime import Runtime
 
 APP_FACTORY = "app.main:create_app"
+# How long uvicorn's parent waits for an API process to answer its health check before it
+# kills and replaces it. Its default (5 s) is shorter than a process takes to import the app
+# on a busy host, so processes still starting were killed and started again, over and over.
+WORKER_HEALTHCHECK_S = 30
 
 
 async def _prepare_development(settings: Settings) -> str | None:
@@ -106,4 +110,5 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         # (its embedded workers give back what they could not finish). With --workers N the
         # parent passes SIGTERM to each process and waits for them.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
