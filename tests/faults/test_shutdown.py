@@ -33,7 +33,7 @@ from tests.faults.conftest import REDIS_URL
 from tests.jobs.conftest import t2i
 from tests.support.apps import eventually, running_app, runtime_of, worker_running
 from tests.support.backends import fresh_database
-from tests.support.server import start_server
+from tests.support.server import LiveServer, start_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -147,7 +147,8 @@ async def test_an_api_process_killed_mid_burst_leaves_no_task_without_its_hold(
 ) -> None:
     runtime, _ = test_runtime
     customer = await make_customer(runtime, credits=UNLIMITED, tier="bulk")
-    server = start_server(settings_env | {"GENGATE_WORKERS_IN_PROCESS": "false"}, tmp_path)
+    env = settings_env | {"GENGATE_WORKERS_IN_PROCESS": "false"}
+    server = start_server(env, tmp_path, ready_path=None)
     answered: list[str] = []
     kill_after = asyncio.Event()
 
@@ -166,6 +167,7 @@ async def test_an_api_process_killed_mid_burst_leaves_no_task_without_its_hold(
 
     limits = httpx.Limits(max_connections=16)
     try:
+        await _serving(server)
         async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=10) as http:
             killing = asyncio.create_task(kill())
             results = await asyncio.gather(
@@ -211,8 +213,9 @@ async def test_sigterm_to_serve_with_workers_stops_every_process_and_gives_back_
     runtime, _ = test_runtime
     customer = await make_customer(runtime)
     env = settings_env | SLOW_RENDER | {"GENGATE_WORKER_CONCURRENCY": "1"}
-    server = start_server(env, tmp_path, args=["serve", "--workers", "2"])
+    server = start_server(env, tmp_path, args=["serve", "--workers", "2"], ready_path=None)
     try:
+        await _serving(server)
         await eventually(
             _async(lambda: len(set(STARTED.findall(server.log()))) == 2), what="two processes"
         )
@@ -239,6 +242,21 @@ async def test_sigterm_to_serve_with_workers_stops_every_process_and_gives_back_
     assert signaled_ms <= task.due_at <= now_ms()
     entries, _ = await _ledger(runtime, customer.account.id)
     assert [e.kind for e in entries if e.task_id == task_id] == ["hold"]
+
+
+async def _serving(server: LiveServer) -> None:
+    """Wait for the server to answer /readyz. Inside the test's try, so that a server too
+    slow to start is still stopped (start_server's own wait leaves it running)."""
+
+    async def ready() -> bool:
+        assert server.process.poll() is None, f"server exited early:\n{server.log()}"
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                return (await http.get(server.base_url + "/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(ready, within_s=60, what="the server to answer /readyz")
 
 
 def _async(predicate):  # type: ignore[no-untyped-def]
