@@ -13,9 +13,11 @@ from starlette.types import ASGIApp
 
 from app import __version__
 from app.api.errors import install_error_handlers
+from app.api.metrics import METRICS_PATH, HttpMetrics, metrics_endpoint
 from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
+from app.core import metrics
 from app.core.config import Settings
 from app.core.correlation import CorrelationMiddleware
 from app.imagine.styles import load_imagine
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             await runtime.close()
+            metrics.process_stopped()
 
     app = _Gateway(
         title="gengate",
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app, catalog, styles, settings)
+    app.add_middleware(HttpMetrics)
     # Routes are matched in order, one pattern at a time: the hot ones first. MCP's is an
     # exact route, not a mount: a mount at /api/mcp would redirect POST /api/mcp.
     app.router.routes.insert(
@@ -95,4 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.router,
     ):
         app.include_router(router)
+    app.add_route(METRICS_PATH, metrics_endpoint, include_in_schema=False)
     return app

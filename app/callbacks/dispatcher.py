@@ -22,7 +22,7 @@ from app.callbacks.models import CallbackAttempt, CallbackDelivery
 from app.callbacks.queue import claim_due_deliveries, fix_body, postpone, record_attempt
 from app.callbacks.schedule import judge
 from app.callbacks.secrets import get_webhook_secret, sign, signing_secrets
-from app.core import correlation
+from app.core import correlation, metrics
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
 from app.jobs.models import Task
@@ -251,6 +251,7 @@ class CallbackDispatcher:
                 next_due_at=next_due,
             )
             await session.commit()
+        metrics.CALLBACK_ATTEMPTS.labels(verdict.status.value).inc()
         if not kept:
             log.warning("callback %s: lease lost during attempt %d", delivery.id, number)
         elif verdict.wait_s is not None and verdict.wait_s < self._settings.scan_interval_seconds:

@@ -126,6 +126,19 @@ class Settings(BaseSettings):
         "OpenTelemetry providers configured in the process. Off: no request looks for them "
         "(a check that costs 3% of a read)",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token that `GET /metrics` (and a worker's metrics port) asks "
+        "for; none: metrics are answered only to loopback clients that did not come "
+        "through a proxy (they include business figures: tasks, credits)",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description="Where `gengate worker` serves `GET /metrics` (at `GENGATE_HOST`); none: "
+        "it serves none",
+    )
     db_pool_size: int = Field(
         default=20,
         gt=0,

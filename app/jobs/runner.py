@@ -8,6 +8,7 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+from app.api.metrics import serving_worker_metrics
 from app.core.config import Settings
 from app.core.logging import log_config
 from app.jobs.worker import Worker
@@ -25,7 +26,8 @@ async def _main(settings: Settings, concurrency: int | None) -> None:
     worker = Worker(runtime, concurrency=concurrency)
     log.info("worker %s started", worker.owner)
     try:
-        await worker.run(stop)
+        async with serving_worker_metrics(runtime):
+            await worker.run(stop)
     finally:
         await runtime.close()
         log.info("worker %s stopped", worker.owner)

@@ -26,7 +26,7 @@ from sqlmodel import col
 from app.accounts.models import Account
 from app.catalog.catalog import CatalogModel
 from app.channels.registry import cancel_upstream_after_commit
-from app.core import correlation
+from app.core import correlation, metrics
 from app.core.config import UNLIMITED_ACTIVE_TASKS
 from app.core.errors import (
     Conflict,
@@ -265,6 +265,7 @@ async def create_task(
                 params=_new_task_params(values),
             )
         runtime.notifier.wake_workers()
+        metrics.task_created(priced.model_id, priced.price)
         return CreateResult(Task.model_construct(**values), created=True)
     try:
         balance_after = await debit_for_hold(
@@ -304,6 +305,7 @@ async def create_task(
     if not held:
         raise TooManyActiveTasks(limit=limit)
     after_commit(session, runtime.notifier.wake_workers)
+    after_commit(session, functools.partial(metrics.task_created, priced.model_id, priced.price))
     # A detached picture of the inserted row; model_construct skips validation (8x cheaper).
     return CreateResult(Task.model_construct(**values), created=True)
 
@@ -545,6 +547,8 @@ async def create_group(
         )
         if not held:
             raise TooManyActiveTasks(limit=limit)
+        count = functools.partial(metrics.task_created, draft.priced.model_id, draft.priced.price)
+        after_commit(session, count)
     after_commit(session, runtime.notifier.wake_workers)
     return GroupResult(task_ids, created=True)
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks.dispatcher import CallbackDispatcher
 from app.channels.attempts import REFUSED, UpstreamCall, refused_channels
 from app.channels.config import Channel
-from app.core import correlation
+from app.core import correlation, metrics
 from app.core.errors import AppError
 from app.core.ids import now_ms
 from app.core.loops import log_failure, wait_any
@@ -127,6 +127,7 @@ class Worker:
         except Exception as exc:
             log_failure(log, "claiming tasks failed", exc)
             return 0
+        metrics.picked_up(tasks)
         for task in tasks:
             if task.id in self._active:
                 # Our own settle retry outlived the lease and the scan handed the task back
@@ -136,6 +137,7 @@ class Worker:
             running = asyncio.create_task(self._process(task), name=f"task {task.id}")
             pool.add(running)
             running.add_done_callback(self._done)
+            metrics.slot_taken(running, polls=polls)
         return len(tasks)
 
     def _done(self, running: asyncio.Task[None]) -> None:
