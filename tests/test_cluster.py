@@ -26,9 +26,9 @@ import psycopg
 import pytest
 
 from tests.support.backends import TEST_REDIS_URL
+from tests.support.postgres import SERVER_URL
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get("GENGATE_FAULTS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = TEST_REDIS_URL or os.environ.get("GENGATE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0")
 READY = re.compile(r"cluster ready: (http://\S+)")
 API_PORTS = re.compile(r"API processes on 127\.0\.0\.1:(\d+), (\d+)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,43 +18,27 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
 from app.core.config import Settings
-from app.db.migrate import sync_url, upgrade_database
 from app.runtime import Runtime
 from tests.conftest import Customer, make_customer
 from tests.support.apps import running_app
-from tests.support.backends import ON_POSTGRES, TEST_REDIS_URL, async_url, fresh_database
+from tests.support.backends import TEST_REDIS_URL, fresh_database
 from tests.support.faultproxy import FaultProxy
+from tests.support.postgres import postgres_template as migrated_postgres
 
 # Every test here is bounded: an outage that makes something hang must fail the test.
 pytestmark = pytest.mark.timeout(90)
 
-_SERVER_URL = os.environ.get("GENGATE_FAULTS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = TEST_REDIS_URL or os.environ.get("GENGATE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
 def postgres_template(template_database_url: str) -> Iterator[str]:
     """A migrated PostgreSQL database: the suite's on the PostgreSQL run, else our own."""
-    if ON_POSTGRES:
-        yield template_database_url
-        return
-    name = f"gengate_faults_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        sync_url(async_url(f"{_SERVER_URL}/postgres")), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = async_url(f"{_SERVER_URL}/{name}")
-    try:
-        upgrade_database(url)
+    with migrated_postgres(template_database_url, name="gengate_faults") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _through(url: str, proxy: FaultProxy) -> str:
