@@ -87,5 +87,9 @@ def start_server(
             return False
 
     if ready_path is not None:
-        wait_until(ready, timeout=30, what="server readiness")
+        try:
+            wait_until(ready, timeout=30, what="server readiness")
+        except BaseException:
+            server.stop()  # a server left running would claim later tests' tasks
+            raise
     return server
