@@ -131,6 +131,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.notifier.stop()
+        await self.limiter.aclose()
         await self.channels.aclose()
         await self.http.aclose()
         if self.redis is not None:

@@ -1,18 +1,29 @@
-"""With Redis cut, the calls that count against a rate limit answer 503, not 500; after the
-restore they answer 200 again. (Serving through a Redis outage is not promised.)"""
+"""With Redis cut or hanging, the API keeps serving: rate limits count per process (one
+warning), /readyz stays 200 and says Redis is away, and once Redis answers again the limits
+are shared again (one info line) without a restart. Revocations announced while Redis was
+away reach the cache once it is back (the notifier's resync drops every cached key)."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.keys.service import find_key, hash_key, revoke_api_key
+from app.runtime import Runtime
 from tests.conftest import make_customer
-from tests.faults.conftest import CREATE, UNAVAILABLE, assert_unavailable, mcp_call, runtime_of
+from tests.faults.conftest import CREATE, mcp_call, runtime_of
+from tests.faults.redis_support import logged
 from tests.support.apps import eventually
 from tests.support.faultproxy import FaultProxy
 
+WARNING = "rate limits are counted per process until Redis is back"
+RESUMED = "Redis is back: rate limits are shared between processes again"
 
-async def test_calls_answer_503_while_redis_is_cut(
+
+async def test_calls_keep_answering_while_redis_is_cut(
     redis_faulty: tuple[FastAPI, httpx.AsyncClient], redis_proxy: FaultProxy
 ) -> None:
     app, client = redis_faulty
@@ -21,31 +32,102 @@ async def test_calls_answer_503_while_redis_is_cut(
     assert created.status_code == 200, created.text
     task_id = created.json()["data"]["taskId"]
     assert redis_proxy.connections > 0, "the app must reach Redis through the proxy"
-
-    await redis_proxy.cut()
     record_info = {"taskId": task_id}
-    assert_unavailable(
-        await client.post("/api/v1/jobs/createTask", json=CREATE, headers=customer.headers)
-    )
-    assert_unavailable(
-        await client.get("/api/v1/jobs/recordInfo", params=record_info, headers=customer.headers)
-    )
-    result = (await mcp_call(client, customer, "get_generation_status", record_info)).json()
-    assert result["result"]["isError"] is True
-    assert result["result"]["structuredContent"] == UNAVAILABLE
-    readyz = await client.get("/readyz")
-    assert readyz.status_code == 503
-    assert readyz.json()["checks"]["redis"] != "ok"
 
-    await redis_proxy.restore()
+    with logged("gengate.limits") as limits_log:
+        await redis_proxy.cut()
+        for _ in range(3):
+            again = await client.post(
+                "/api/v1/jobs/createTask", json=CREATE, headers=customer.headers
+            )
+            assert again.status_code == 200, again.text
+            info = await client.get(
+                "/api/v1/jobs/recordInfo", params=record_info, headers=customer.headers
+            )
+            assert info.status_code == 200, info.text
+        result = (await mcp_call(client, customer, "get_generation_status", record_info)).json()
+        assert result["result"]["isError"] is False, result
+        readyz = await client.get("/readyz")
+        assert readyz.status_code == 200, readyz.text
+        assert readyz.json()["status"] == "degraded"
+        assert readyz.json()["checks"]["database"] == "ok"
+        assert readyz.json()["checks"]["redis"] in ("unavailable", "timeout")
+        assert [m for m in limits_log.messages if WARNING in m] == limits_log.messages
+        assert len(limits_log.messages) == 1, limits_log.messages
 
-    async def answers() -> bool:
+        await redis_proxy.restore()
+        connections = redis_proxy.connections
+
+        async def shared_again() -> bool:
+            response = await client.get(
+                "/api/v1/jobs/recordInfo", params=record_info, headers=customer.headers
+            )
+            assert response.status_code == 200, response.text
+            return RESUMED in limits_log.messages
+
+        await eventually(shared_again, within_s=15, what="the limiter to use Redis again")
+        assert redis_proxy.connections > connections, "the limiter reconnected to Redis"
+        assert limits_log.messages == [limits_log.messages[0], RESUMED]
+    ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+
+
+async def test_a_hanging_redis_delays_only_the_calls_that_found_it_hanging(
+    redis_faulty: tuple[FastAPI, httpx.AsyncClient], redis_proxy: FaultProxy
+) -> None:
+    app, client = redis_faulty
+    customer = await make_customer(runtime_of(app))
+    created = await client.post("/api/v1/jobs/createTask", json=CREATE, headers=customer.headers)
+    assert created.status_code == 200, created.text
+    record_info = {"taskId": created.json()["data"]["taskId"]}
+
+    await redis_proxy.stall()
+    # The first call waits out the Redis timeout (2 s) and is answered from the process's
+    # counters; the circuit is open after it, so the next ones do not wait on Redis at all.
+    first = await client.get(
+        "/api/v1/jobs/recordInfo", params=record_info, headers=customer.headers
+    )
+    assert first.status_code == 200, first.text
+    for _ in range(5):
+        started = time.monotonic()
         response = await client.get(
             "/api/v1/jobs/recordInfo", params=record_info, headers=customer.headers
         )
-        return response.status_code == 200
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 1.0, "a call waited on the hanging Redis"
 
-    await eventually(answers, within_s=15, what="recordInfo to answer 200 after the restore")
-    again = await client.post("/api/v1/jobs/createTask", json=CREATE, headers=customer.headers)
-    assert again.status_code == 200, again.text
-    assert (await client.get("/readyz")).status_code == 200
+    await redis_proxy.restore()
+
+
+async def test_a_revocation_made_while_redis_was_away_is_applied_once_it_is_back(
+    redis_faulty: tuple[FastAPI, httpx.AsyncClient], redis_proxy: FaultProxy
+) -> None:
+    app, client = redis_faulty
+    runtime = runtime_of(app)
+    customer = await make_customer(runtime)
+    assert (await client.get("/api/v1/account", headers=customer.headers)).status_code == 200
+
+    await redis_proxy.cut()
+    await _revoke_elsewhere(runtime, customer.key)
+    await redis_proxy.restore()
+
+    # With Redis the key cache trusts an entry for 60 s; the resync after the outage is
+    # what makes this process read the key again, well within that.
+    assert runtime.settings.resolved_key_cache_seconds >= 60
+
+    async def refused() -> bool:
+        response = await client.get("/api/v1/account", headers=customer.headers)
+        assert response.status_code in (200, 401), response.text
+        return response.status_code == 401
+
+    await eventually(refused, within_s=15, what="the revoked key to be refused")
+
+
+async def _revoke_elsewhere(runtime: Runtime, token: str) -> None:
+    """Revoke the key as another process would, whose announcement this one cannot hear
+    (a session without the app's listeners announces nothing)."""
+    async with AsyncSession(runtime.engine) as session:
+        key = await find_key(session, hash_key(token))
+        assert key is not None
+        await revoke_api_key(session, key_id=key.id)
+        await session.commit()

@@ -23,9 +23,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The database (and Redis, when configured) answer",
-    description="200 when every dependency answered within "
-    f"{READY_CHECK_TIMEOUT_S:g} s; otherwise 503 naming what is `unavailable` or `timeout`.",
+    summary="The database answers (Redis, when configured, is reported)",
+    description=f"200 when the database answered within {READY_CHECK_TIMEOUT_S:g} s, else "
+    "503; each check says `ok`, `unavailable` or `timeout`. Redis away answers 200 with "
+    "status `degraded`: the process keeps serving without it (rate limits count per process).",
 )
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     probes: dict[str, Callable[[Runtime], Awaitable[object]]] = {"database": _ping_database}
@@ -33,13 +34,16 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         probes["redis"] = _ping_redis
     outcomes = await asyncio.gather(*(_check(probe, runtime) for probe in probes.values()))
     checks = dict(zip(probes, outcomes, strict=True))
-    ready = all(v == "ok" for v in checks.values())
-    headers = None if ready else {"Retry-After": str(OUTAGE_RETRY_AFTER_S)}
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-        headers=headers,
-    )
+    if checks["database"] != "ok":
+        return JSONResponse(
+            {"status": "unavailable", "checks": checks},
+            status_code=503,
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+        )
+    # Without Redis the process still serves (limits counted in process, wake-ups found by
+    # the scan), so it stays in the load balancer's rotation and only says it is degraded.
+    degraded = any(v != "ok" for v in checks.values())
+    return JSONResponse({"status": "degraded" if degraded else "ready", "checks": checks})
 
 
 async def _check(probe: Callable[[Runtime], Awaitable[object]], runtime: Runtime) -> str:
