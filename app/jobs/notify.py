@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from sqlalchemy import make_url
 
+from app.core.outages import is_outage
 from app.jobs.pgnotify import PgTransport
 
 log = logging.getLogger("gengate.notify")
@@ -38,6 +39,8 @@ WAKE_SPACING_S = 0.005
 WAKE, DONE, KEYS, CHANGED = "wake", "done", "keys", "changed"
 # The most one message carries: a NOTIFY payload must stay under 8000 bytes, topic included.
 MESSAGE_MAX_BYTES = 7900
+# A publish to a Redis that hangs gives up after this (the signal is a hint).
+PUBLISH_TIMEOUT_S = 2.0
 
 Deliver = Callable[[str, str], None]
 
@@ -232,6 +235,7 @@ class RedisTransport:
         self._redis = redis
         self._channels = {topic: f"{prefix}:{topic}" for topic in (WAKE, DONE, KEYS, CHANGED)}
         self._listener: asyncio.Task[None] | None = None
+        self._away = False  # Redis failed and has not answered since: warned already
 
     async def start(self, deliver: Deliver, resync: Callable[[], None]) -> None:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -240,7 +244,20 @@ class RedisTransport:
         self._listener = asyncio.create_task(listening, name="notifier")
 
     async def publish(self, topic: str, message: str) -> None:
-        await self._redis.publish(self._channels[topic], message)
+        """Publish a signal; with Redis away it is dropped (signals are hints: the scan
+        finds the work, the resync drops the caches) after one warning per outage, rather
+        than one per signal. A Redis that hangs costs at most PUBLISH_TIMEOUT_S."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._redis.publish(self._channels[topic], message)
+        except Exception as exc:
+            if not is_outage(exc) and not isinstance(exc, TimeoutError):
+                raise
+            self._lost(exc)
+            return
+        if self._away:
+            self._away = False
+            log.info("wake-up channel back")
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -259,9 +276,15 @@ class RedisTransport:
                 await pubsub.aclose()
                 raise
             except Exception as exc:  # the scan still finds work; keep listening
-                log.warning("wake-up channel interrupted: %s", type(exc).__name__)
+                self._lost(exc)
                 await asyncio.sleep(1)
                 resync()  # listening again re-subscribes; what was sent meanwhile is lost
+
+    def _lost(self, exc: BaseException) -> None:
+        """Warn once per outage, whichever of publishing and listening meets it first."""
+        if not self._away:
+            self._away = True
+            log.warning("wake-up channel interrupted: %s", type(exc).__name__)
 
 
 def _joined(ids: list[str], max_bytes: int) -> Iterator[str]:
