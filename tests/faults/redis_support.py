@@ -73,3 +73,8 @@ def logged(name: str) -> Iterator[Records]:
     finally:
         logger.removeHandler(records)
         logger.setLevel(level)
+
+
+async def limit_keys(redis: Redis, prefix: str) -> list[bytes]:
+    """The rate limiter's counters in Redis under a test's key prefix."""
+    return [key async for key in redis.scan_iter(match=f"{prefix}:limits*")]
