@@ -117,7 +117,7 @@ def _in_runtime(fn: Callable[[Runtime], Awaitable[T]], *, field: str | None = No
     """Run `fn` with a started runtime; `fn` opens its own transactions (see _run)."""
 
     async def main() -> T:
-        runtime = await Runtime.start(Settings())
+        runtime = await Runtime.start(Settings(), listen=False)
         try:
             return await fn(runtime)
         finally:

@@ -57,9 +57,11 @@ class Runtime:
         catalog: Catalog | None = None,
         styles: Styles | None = None,
         hot_paths: bool = False,
+        listen: bool = True,
     ) -> Runtime:
         """Everything a process needs; `hot_paths` (the API server) adds, on PostgreSQL, the
-        pool that createTask's and recordInfo's statements run on (app.db.driver)."""
+        pool that createTask's and recordInfo's statements run on (app.db.driver). Without
+        `listen` (a CLI command) the process sends signals to the others but hears none."""
         engine = create_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
         driver = None
         if hot_paths and engine.dialect.name == "postgresql" and settings.db_driver_pool_size:
@@ -88,7 +90,11 @@ class Runtime:
             task_views.changed_all()
 
         notifier.on_resync = forget_all
-        await notifier.start()
+        if listen:
+            await notifier.start()
+        elif redis is not None:
+            # What it sends must reach the others: fail now, not silently.
+            await redis.ping()  # type: ignore[misc]
         listeners: dict[str, Listener] = {
             KEY_REVOKED: keys.revoked,
             TASK_CHANGED: notifier.task_changed,
