@@ -255,9 +255,7 @@ class RedisTransport:
                 raise
             self._lost(exc)
             return
-        if self._away:
-            self._away = False
-            log.info("wake-up channel back")
+        self._back()
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -278,13 +276,22 @@ class RedisTransport:
             except Exception as exc:  # the scan still finds work; keep listening
                 self._lost(exc)
                 await asyncio.sleep(1)
-                resync()  # listening again re-subscribes; what was sent meanwhile is lost
+                with contextlib.suppress(Exception):  # still away: listening fails again
+                    await pubsub.connect()  # connecting again re-subscribes
+                    self._back()
+                resync()  # what was sent meanwhile is lost
 
     def _lost(self, exc: BaseException) -> None:
         """Warn once per outage, whichever of publishing and listening meets it first."""
         if not self._away:
             self._away = True
             log.warning("wake-up channel interrupted: %s", type(exc).__name__)
+
+    def _back(self) -> None:
+        """Redis answered (a publish, or listening again): the next failure warns again."""
+        if self._away:
+            self._away = False
+            log.info("wake-up channel back")
 
 
 def _joined(ids: list[str], max_bytes: int) -> Iterator[str]:

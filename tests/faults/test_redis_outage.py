@@ -124,8 +124,14 @@ async def _answers_and_resumed(
     return RESUMED in limits_log.messages
 
 
+@pytest.fixture
+def notify_log() -> Iterator[Records]:
+    with logged("gengate.notify") as records:
+        yield records
+
+
 async def test_a_revocation_made_while_redis_was_away_is_applied_once_it_is_back(
-    redis_faulty: tuple[FastAPI, httpx.AsyncClient], redis_proxy: FaultProxy
+    redis_faulty: tuple[FastAPI, httpx.AsyncClient], redis_proxy: FaultProxy, notify_log: Records
 ) -> None:
     app, client = redis_faulty
     runtime = runtime_of(app)
@@ -146,6 +152,16 @@ async def test_a_revocation_made_while_redis_was_away_is_applied_once_it_is_back
         return response.status_code == 401
 
     await eventually(refused, within_s=15, what="the revoked key to be refused")
+    # Nothing was published (no task was created): listening again is what says it is back.
+    await eventually(
+        lambda: _logged(notify_log, "wake-up channel back"), what="the channel to be back"
+    )
+    assert len(notify_log.messages) == 2, notify_log.messages
+    assert notify_log.messages[0].startswith("wake-up channel interrupted")
+
+
+async def _logged(records: Records, message: str) -> bool:
+    return message in records.messages
 
 
 async def _revoke_elsewhere(runtime: Runtime, token: str) -> None:
