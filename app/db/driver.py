@@ -27,14 +27,20 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import event, make_url
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.expression import ClauseElement
 
 from app.core.outages import is_outage
-from app.db.engine import CONNECT_TIMEOUT_SECONDS, IDLE_PING_SECONDS, Reader, standalone
+from app.db.engine import (
+    CONNECT_TIMEOUT_SECONDS,
+    IDLE_PING_SECONDS,
+    Reader,
+    libpq_conninfo,
+    standalone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +126,7 @@ class DriverPool:
         """The pool for a PostgreSQL URL (any SQLAlchemy driver name), open; or, when the
         database cannot be reached, opened in the background, so an outage does not stop the
         process starting."""
-        conninfo = make_url(database_url).set(drivername="postgresql")
-        driver = cls(conninfo.render_as_string(hide_password=False), size=size)
+        driver = cls(libpq_conninfo(database_url), size=size)
         try:
             driver._pool = await driver._new_pool()
         except psycopg.OperationalError as exc:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -33,6 +33,13 @@ Reader: TypeAlias = "AsyncSession | AsyncConnection | DriverPool"
 # pool_pre_ping would add a round trip to every request).
 IDLE_PING_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5
+
+
+def libpq_conninfo(database_url: str) -> str:
+    """A PostgreSQL URL as psycopg's own connections take it (no SQLAlchemy driver name),
+    for the connections that live outside the engine (app.db.driver, app.jobs.pgnotify)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
 
 
 def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:

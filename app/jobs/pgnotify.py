@@ -26,9 +26,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import make_url
 
-from app.db.engine import CONNECT_TIMEOUT_SECONDS
+from app.db.engine import CONNECT_TIMEOUT_SECONDS, libpq_conninfo
 
 log = logging.getLogger("gengate.notify")
 
@@ -58,7 +57,7 @@ class PgTransport:
     """Sends and receives the Notifier's signals through PostgreSQL NOTIFY/LISTEN."""
 
     def __init__(self, database_url: str, prefix: str) -> None:
-        self._conninfo = make_url(database_url).set(drivername="postgresql")
+        self._conninfo = libpq_conninfo(database_url)
         self.channel = channel_name(prefix)
         self._deliver: Deliver | None = None
         self._resync: Callable[[], None] | None = None
@@ -171,7 +170,7 @@ class PgTransport:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            self._conninfo.render_as_string(hide_password=False),
+            self._conninfo,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             application_name=APPLICATION_NAME,
