@@ -30,10 +30,14 @@ run: $(RUNTIME_STAMP)
 worker: $(RUNTIME_STAMP)
 	$(BIN)/gengate worker
 
-# HAProxy, the load balancer of `make cluster` (and of its test), from the system's packages.
+# HAProxy, the load balancer of `make cluster` (and of its test), and Chromium, the browser
+# of the console tests (Playwright drives the system's, it downloads none), from the
+# system's packages.
 system-packages:
 	@command -v haproxy >/dev/null 2>&1 || apt-get install -y -q haproxy >/dev/null || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
 
 # Two API processes and two workers behind HAProxy, on the PostgreSQL and Redis named by
 # GENGATE_DATABASE_URL and GENGATE_REDIS_URL (see deploy/cluster.py). The dev extra brings

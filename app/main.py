@@ -17,6 +17,9 @@ from app.api.metrics import METRICS_PATH, HttpMetrics, metrics_endpoint
 from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
+from app.console import auth as console_auth
+from app.console import overview as console_overview
+from app.console.setup import install_console
 from app.core import metrics
 from app.core.config import Settings
 from app.core.correlation import CorrelationMiddleware
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     install_error_handlers(app)
+    install_console(app)
     install_openapi(app, catalog, styles, settings)
     app.add_middleware(HttpMetrics)
     # Routes are matched in order, one pattern at a time: the hot ones first. MCP's is an
@@ -97,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         media.router,
         upstream.router,
         v1.router,
+        console_auth.router,
+        console_overview.router,
     ):
         app.include_router(router)
     app.add_route(METRICS_PATH, metrics_endpoint, include_in_schema=False)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.accounts.models import Account
 from app.accounts.service import create_account
 from app.core.config import Settings
+from app.db.engine import SessionFactory
 from app.keys.service import create_api_key
 from app.runtime import Runtime
 from tests.support.apps import running_app
@@ -30,10 +31,15 @@ def database_url(template_database_url: str, tmp_path: Path) -> str:
 @pytest.fixture
 def settings_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment a gengate process of this test runs with (also for subprocesses)."""
+    return gengate_env(database_url, tmp_path / "var")
+
+
+def gengate_env(database_url: str, var_dir: Path) -> dict[str, str]:
+    """The test environment of a gengate process on `database_url`."""
     env = {
         "GENGATE_ENV": "test",
         "GENGATE_DATABASE_URL": database_url,
-        "GENGATE_VAR_DIR": str(tmp_path / "var"),
+        "GENGATE_VAR_DIR": str(var_dir),
         "GENGATE_SIGNING_SECRET": "test-signing-secret-" + uuid.uuid4().hex,
         "GENGATE_REDIS_PREFIX": "gengate-test-" + uuid.uuid4().hex[:12],
         "GENGATE_LOCAL_FAULT_INJECTION": "true",
@@ -96,7 +102,18 @@ async def make_customer(
     tier: str = "standard",
     scopes: list[str] | None = None,
 ) -> Customer:
-    async with runtime.sessions() as session:
+    return await make_customer_in(runtime.sessions, credits=credits, tier=tier, scopes=scopes)
+
+
+async def make_customer_in(
+    sessions: SessionFactory,
+    *,
+    credits: int = 1000,
+    tier: str = "standard",
+    scopes: list[str] | None = None,
+) -> Customer:
+    """make_customer on a session factory of its own (a database a server process serves)."""
+    async with sessions() as session:
         account = await create_account(session, name="customer", credits=credits)
         _key, plain = await create_api_key(
             session, account_id=account.id, name="test", tier=tier, scopes=scopes

@@ -392,6 +392,15 @@ class Settings(BaseSettings):
         "long locks",
     )
 
+    # The web console
+    console_session_hours: int = Field(
+        default=12,
+        gt=0,
+        le=720,
+        description="How long a console sign-in lasts; revoking the key that signed in ends "
+        "its sessions at once",
+    )
+
     # The offline `local` provider
     local_delay_ms: int = Field(
         default=0,

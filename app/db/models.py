@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from app.accounts.models import Account
 from app.callbacks.models import CallbackAttempt, CallbackDelivery, WebhookSecret
 from app.channels.models import TaskAttempt
+from app.console.models import ConsoleSession
 from app.credits.models import LedgerEntry
 from app.jobs.models import Task, TaskGroup
 from app.keys.models import ApiKey
@@ -18,6 +19,7 @@ __all__ = [
     "ApiKey",
     "CallbackAttempt",
     "CallbackDelivery",
+    "ConsoleSession",
     "LedgerEntry",
     "MaintenanceJob",
     "MediaFile",

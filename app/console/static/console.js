@@ -1,0 +1,20 @@
+// Copy buttons: <button data-copy="#element-id">Copy</button> copies the element's text.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.querySelector(button.dataset.copy);
+  if (!source) return;
+  const text = "value" in source ? source.value : source.textContent;
+  try {
+    await navigator.clipboard.writeText(text.trim());
+    button.textContent = "Copied";
+  } catch (_error) {
+    // No clipboard (plain HTTP on another host): select the text for a manual copy.
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    button.textContent = "Press Ctrl+C";
+  }
+});
