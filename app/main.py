@@ -18,6 +18,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.console import auth as console_auth
+from app.console import consent as console_consent
 from app.console import overview as console_overview
 from app.console.setup import install_console
 from app.core import metrics
@@ -25,6 +26,7 @@ from app.core.config import Settings
 from app.core.correlation import CorrelationMiddleware
 from app.imagine.styles import load_imagine
 from app.jobs.worker import Worker
+from app.oauth.routes import oauth_routes
 from app.runtime import Runtime
 from mcp_server.gateway import McpGateway
 from mcp_server.server import MCP_PATH, build_mcp
@@ -103,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.router,
         console_auth.router,
         console_overview.router,
+        console_consent.router,
     ):
         app.include_router(router)
+    app.router.routes.extend(oauth_routes())
     app.add_route(METRICS_PATH, metrics_endpoint, include_in_schema=False)
     return app

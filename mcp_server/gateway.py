@@ -1,8 +1,11 @@
 """The `/api/mcp` endpoint in front of the SDK: metadata, API-key auth, transport choice.
 
 - A plain GET (no `Accept: text/event-stream`) answers JSON metadata, without a key.
-- Every other request needs `Authorization: Bearer sk_...`; a refusal is HTTP 401 with
-  `WWW-Authenticate` and a JSON body, before the SDK sees anything.
+- Every other request needs `Authorization: Bearer <token>`: an API key (`sk_...`) or an
+  OAuth access token issued for this endpoint (app.oauth), which acts as the key that
+  approved it. A refusal is HTTP 401 with `WWW-Authenticate` naming the protected resource
+  metadata (RFC 9728, as MCP authorization asks) and a JSON body, before the SDK sees
+  anything.
 - Clients that accept SSE get the SSE transport (progress notifications reach them);
   the rest, like the seed's curl examples, get plain JSON.
 - Nothing escapes as an HTTP 500: an unexpected failure becomes a JSON-RPC error.
@@ -23,8 +26,10 @@ from app import __version__
 from app.api.bodies import read_body_up_to, replaying
 from app.core.errors import AuthenticationFailed, ServiceUnavailable
 from app.core.outages import unavailable_on_outage
-from app.jobs.views import base_url_of
+from app.db.engine import transaction
 from app.keys.service import Principal, parse_bearer
+from app.oauth.service import ACCESS_PREFIX, OAUTH_SCOPES, authenticate_access_token
+from app.oauth.urls import AUTHORIZATION_SERVER_PATH, PROTECTED_RESOURCE_PATH, oauth_urls
 from app.runtime import Runtime
 from mcp_server.context import SCOPE_KEY, Caller
 from mcp_server.server import MCP_PATH, McpSurface
@@ -48,11 +53,15 @@ class McpGateway:
             await response(scope, receive, send)
             return
         authorization = request.headers.get("authorization")
+        urls = oauth_urls(runtime, str(request.base_url))
         try:
-            principal = await _authenticate(runtime, authorization)
+            principal = await _authenticate(runtime, authorization, urls.resource)
         except AuthenticationFailed as exc:
+            challenge = (
+                f'Bearer realm="gengate", resource_metadata="{urls.resource_metadata}", '
+                f'scope="{" ".join(OAUTH_SCOPES)}"'
+            )
             # RFC 6750: an error code only when a credential was presented.
-            challenge = 'Bearer realm="gengate"'
             if authorization:
                 challenge += ', error="invalid_token"'
             response = JSONResponse(
@@ -71,7 +80,7 @@ class McpGateway:
             runtime=runtime,
             principal=principal,
             request_id=request.headers.get("x-request-id"),
-            base_url=base_url_of(runtime, str(request.base_url)),
+            base_url=urls.issuer,
         )
         if request.method == "POST":
             # Room for upload_image calls somewhat over the upload limit (base64 grows data
@@ -112,17 +121,25 @@ class McpGateway:
                     "type": "bearer",
                     "header": "Authorization",
                     "format": "Bearer sk_...",
-                    "description": "The same API keys as the REST API",
+                    "description": "The same API keys as the REST API, or an OAuth access "
+                    "token for this endpoint (MCP authorization: see oauth)",
+                },
+                "oauth": {
+                    "protectedResourceMetadata": PROTECTED_RESOURCE_PATH + MCP_PATH,
+                    "authorizationServerMetadata": AUTHORIZATION_SERVER_PATH,
                 },
                 "tools": [{"name": t.name, "description": t.description} for t in listed],
             }
         return self._metadata
 
 
-async def _authenticate(runtime: Runtime, header: str | None) -> Principal:
+async def _authenticate(runtime: Runtime, header: str | None, resource: str) -> Principal:
     token = parse_bearer(header)
     # Before the SDK: an outage here must be an HTTP 503, not a JSON-RPC internal error.
     with unavailable_on_outage():
+        if token.startswith(ACCESS_PREFIX):
+            async with transaction(runtime.sessions) as session:
+                return await authenticate_access_token(session, token=token, resource=resource)
         return await runtime.keys.authenticate_with(runtime.sessions, token=token)
 
 

@@ -392,6 +392,22 @@ class Settings(BaseSettings):
         "long locks",
     )
 
+    # OAuth for MCP clients
+    oauth_access_token_seconds: int = Field(
+        default=3600,
+        gt=0,
+        le=86400,
+        description="How long an OAuth access token for the MCP endpoint lives; clients then "
+        "use their refresh token",
+    )
+    oauth_refresh_token_days: int = Field(
+        default=30,
+        gt=0,
+        le=365,
+        description="How long an unused OAuth refresh token stays valid; each refresh issues "
+        "a new one and retires the old",
+    )
+
     # The web console
     console_session_hours: int = Field(
         default=12,

@@ -11,6 +11,7 @@ from app.jobs.models import Task, TaskGroup
 from app.keys.models import ApiKey
 from app.maintenance.models import MaintenanceJob
 from app.media.models import MediaFile
+from app.oauth.models import GrantToken, OAuthClient, OAuthCode, OAuthGrant, OAuthRequest
 
 metadata = SQLModel.metadata
 
@@ -20,9 +21,14 @@ __all__ = [
     "CallbackAttempt",
     "CallbackDelivery",
     "ConsoleSession",
+    "GrantToken",
     "LedgerEntry",
     "MaintenanceJob",
     "MediaFile",
+    "OAuthClient",
+    "OAuthCode",
+    "OAuthGrant",
+    "OAuthRequest",
     "Task",
     "TaskAttempt",
     "TaskGroup",
