@@ -7,18 +7,22 @@
 
 The SDK builds its metadata once from a fixed issuer; ours depends on the request when no
 public URL is configured, so every handler is built per request (they are plain objects).
+Revocation is the SDK's logic with a request model that lets public clients omit the
+secret they do not have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from mcp.server.auth.errors import stringify_pydantic_error
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
 from mcp.server.auth.handlers.register import RegistrationHandler
-from mcp.server.auth.handlers.revoke import RevocationHandler
+from mcp.server.auth.handlers.revoke import RevocationErrorResponse, RevocationRequest
 from mcp.server.auth.handlers.token import TokenHandler
-from mcp.server.auth.middleware.client_auth import ClientAuthenticator
+from mcp.server.auth.json_response import PydanticJSONResponse
+from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
 from mcp.server.auth.routes import (
     AUTHORIZATION_PATH,
     REGISTRATION_PATH,
@@ -33,7 +37,7 @@ from mcp.server.transport_security import (
 )
 from mcp.shared.auth import ProtectedResourceMetadata
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, ValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,7 +45,7 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
 from app.oauth.provider import GengateOAuthProvider
-from app.oauth.service import OAUTH_SCOPES
+from app.oauth.service import OAUTH_SCOPES, IssuedAccessToken, IssuedRefreshToken
 from app.oauth.urls import (
     AUTHORIZATION_SERVER_PATH,
     PROTECTED_RESOURCE_PATH,
@@ -103,9 +107,36 @@ async def register(request: Request) -> Response:
     return await RegistrationHandler(_provider(request), options=REGISTRATION).handle(request)
 
 
+class _PublicRevocationRequest(RevocationRequest):
+    # The SDK's model requires client_secret, which a public client does not have
+    # (RFC 7009 §2.1 asks only for its client_id).
+    client_secret: str | None = None
+
+
 async def revoke(request: Request) -> Response:
+    """RFC 7009, as the SDK's RevocationHandler but for public clients: an unknown token or
+    another client's is answered 200 and left alone."""
     provider = _provider(request)
-    return await RevocationHandler(provider, ClientAuthenticator(provider)).handle(request)
+    try:
+        client = await ClientAuthenticator(provider).authenticate_request(request)
+    except AuthenticationError as exc:
+        refusal = RevocationErrorResponse(
+            error="unauthorized_client", error_description=exc.message
+        )
+        return PydanticJSONResponse(status_code=401, content=refusal)
+    try:
+        asked = _PublicRevocationRequest.model_validate(dict(await request.form()))
+    except ValidationError as exc:
+        refusal = RevocationErrorResponse(
+            error="invalid_request", error_description=stringify_pydantic_error(exc)
+        )
+        return PydanticJSONResponse(status_code=400, content=refusal)
+    token: IssuedAccessToken | IssuedRefreshToken | None = await provider.load_access_token(
+        asked.token
+    ) or await provider.load_refresh_token(client, asked.token)
+    if token is not None and token.client_id == client.client_id:
+        await provider.revoke_token(token)
+    return Response(status_code=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _cors(endpoint: Endpoint, methods: list[str], *, limit_body: bool) -> ASGIApp:

@@ -28,10 +28,11 @@ SCOPES = "tasks:read tasks:create"
 _CHECKBOX = re.compile(r'name="scope" value="([^"]+)"')
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def oauth_server(
     template_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleServer]:
+    """One server for the OAuth tests (each test makes its own customers and clients)."""
     workdir = tmp_path_factory.mktemp("oauth")
     database_url = fresh_database(template_database_url, workdir)
     env = gengate_env(database_url, workdir / "var")

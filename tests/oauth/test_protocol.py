@@ -225,7 +225,6 @@ async def test_revocation_and_key_revocation_end_the_tokens(
         data={
             "token": tokens["access_token"],
             "client_id": tokens["client_id"],
-            "client_secret": "",
         },
     )
     assert revoked.status_code == 200, revoked.text
