@@ -27,6 +27,7 @@ from app.callbacks.service import account_secret, read_any_task_callbacks, roll_
 from app.channels.attempts import list_attempts
 from app.channels.report import ChannelStatus, channel_health, usage_report
 from app.cli_errors import CommandFailed, ReportingGroup, from_app_error, report_thread_failure
+from app.client.cli import register as register_client_commands
 from app.core.config import MIN_RETENTION_DAYS, Settings
 from app.core.errors import AppError
 from app.core.ids import now_ms
@@ -602,6 +603,9 @@ def worker(
     from app.jobs.runner import run_worker
 
     run_worker(Settings(), concurrency=concurrency)
+
+
+register_client_commands(app)  # generate, status, tasks: a client of a server, over HTTP
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from app.catalog.catalog import CatalogError
 from app.channels.config import ChannelError
+from app.client.errors import GengateError
 from app.core.errors import AppError
 from app.imagine.styles import ImagineConfigError
 
@@ -90,6 +91,8 @@ def _failure(exc: Exception) -> CommandFailed:
         return exc
     if isinstance(exc, AppError):
         return from_app_error(exc, default_field=None)
+    if isinstance(exc, GengateError):  # a client command: the server's message and field
+        return CommandFailed(exc.message, field=exc.field, **exc.details())
     if isinstance(exc, typer.TyperException):  # click's usage errors (vendored by typer)
         return CommandFailed(exc.format_message(), field=_usage_field(exc), exit_code=exc.exit_code)
     if isinstance(exc, typer.Abort):
@@ -135,6 +138,8 @@ def _report(failure: CommandFailed, *, as_json: bool) -> None:
         return
     allowed = failure.extra.get("allowed")
     hint = f" (allowed: {', '.join(map(str, allowed))})" if isinstance(allowed, list) else ""
+    if failure.field and failure.field not in failure.message:
+        hint += f" [field: {failure.field}]"
     Console(stderr=True).print(
         f"[red]error:[/red] {failure.message}{hint}", highlight=False, soft_wrap=True
     )

@@ -1,0 +1,236 @@
+"""`Client`: the blocking client. What each call does is in app.client.plans."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from app.client import plans
+from app.client.models import Task, TaskCreated, TaskItem, TaskPage
+from app.client.plans import Fetch, Notify, Plan, Polling, Send, Settings, Sleep
+
+T = TypeVar("T")
+USER_AGENT = "gengate-client/0.1"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class Client:
+    """gengate over HTTP, blocking.
+
+    `base_url` and `api_key` default to GENGATE_URL (else http://127.0.0.1:8000) and
+    GENGATE_API_KEY. The key is sent to `base_url` only, never to result URLs.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(base_url, api_key, max_retries=max_retries)
+        self._own_http = http_client is None
+        self._http = http_client or httpx.Client(
+            timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    # -------------------------------------------------------------------------- calls
+
+    def create(
+        self,
+        model: str,
+        input: dict[str, Any] | None = None,
+        *,
+        callback_url: str | None = None,
+        request_id: str | None = None,
+    ) -> TaskCreated:
+        """jobs.createTask. With `request_id` (X-Request-Id) the call is retried safely."""
+        return self._run(
+            plans.create(
+                self.settings,
+                model,
+                dict(input or {}),
+                callback_url=callback_url,
+                request_id=request_id,
+            )
+        )
+
+    def get(self, task_id: str) -> Task:
+        """jobs.recordInfo: state, stage, progress, queue position, result URLs."""
+        return self._run(plans.get(self.settings, task_id))
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[Task], Any] | None = None,
+        polling: Polling = Polling(),
+    ) -> Task:
+        """Poll until the task succeeds or fails and return it; `on_update(task)` sees each
+        change. Raises WaitTimeout after `timeout` seconds (None: as long as it takes; the
+        server fails a task that outlives its model's deadline)."""
+        return self._run(
+            plans.wait(
+                self.settings, task_id, timeout=timeout, on_update=on_update, polling=polling
+            )
+        )
+
+    def download(
+        self, task: Task | TaskItem | TaskCreated | str, directory: str | Path
+    ) -> list[Path]:
+        """Save every result file of a succeeded task into `directory`; returns the paths."""
+        return self._run(plans.download(self.settings, task, Path(directory)))
+
+    def imagine(
+        self,
+        prompt: str | None = None,
+        *,
+        n: int | None = None,
+        model: str | None = None,
+        style: str | None = None,
+        reference: list[str] | None = None,
+        callback_url: str | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> list[str]:
+        """POST /v1/imagine: `n` tasks from one request; the model's own parameters go in
+        `params`. Returns the new task ids."""
+        return self._run(
+            plans.imagine(
+                self.settings,
+                prompt=prompt,
+                n=n,
+                model=model,
+                style=style,
+                reference=reference,
+                callback_url=callback_url,
+                request_id=request_id,
+                params=params,
+            )
+        )
+
+    def reimagine(
+        self,
+        task_id: str,
+        index: int,
+        action: str,
+        *,
+        prompt: str | None = None,
+        reference: list[str] | None = None,
+        callback_url: str | None = None,
+        request_id: str | None = None,
+    ) -> list[str]:
+        """POST /v1/reimagine: upscale, variation or reroll of a completed task's asset
+        (`index` from 1). Returns the new task ids."""
+        return self._run(
+            plans.reimagine(
+                self.settings,
+                task_id=task_id,
+                index=index,
+                action=action,
+                prompt=prompt,
+                reference=reference,
+                callback_url=callback_url,
+                request_id=request_id,
+            )
+        )
+
+    def tasks(
+        self,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> TaskPage:
+        """GET /v1/tasks: the key's tasks, newest first. `status` 0 pending, 1 processing,
+        2 completed, 3 failed; `start` / `end` YYYY-MM-DD (UTC, inclusive)."""
+        return self._run(
+            plans.tasks(
+                self.settings,
+                model=model,
+                status=status,
+                start=start,
+                end=end,
+                page=page,
+                page_size=page_size,
+            )
+        )
+
+    def task(self, task_id: str) -> TaskItem:
+        """GET /v1/tasks/{id}: one task as the history lists it, with its asset ids."""
+        return self._run(plans.task_item(self.settings, task_id))
+
+    # -------------------------------------------------------------------------- driver
+
+    def _run(self, plan: Plan[T]) -> T:
+        outcome: Any = None
+        while True:
+            try:
+                step = plan.send(outcome)
+            except StopIteration as done:
+                return done.value
+            outcome = self._do(step)
+
+    def _do(self, step: plans.Step) -> Any:
+        if isinstance(step, Send):
+            try:
+                return self._http.request(
+                    step.method,
+                    self.base_url + step.path,
+                    params=step.params,
+                    json=step.json,
+                    headers=step.headers,
+                )
+            except httpx.TransportError as exc:
+                return exc
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        if isinstance(step, Notify):
+            return step.callback(step.task)
+        return self._fetch(step)
+
+    def _fetch(self, step: Fetch) -> Any:
+        sink = step.sink
+        try:
+            with self._http.stream("GET", step.url) as response:
+                if response.status_code != 200:
+                    response.read()
+                    return plans.error_from(response)
+                sink.open()
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+        except httpx.TransportError as exc:
+            sink.discard()
+            return exc
+        except BaseException:
+            sink.discard()
+            raise
+        return sink.finish()

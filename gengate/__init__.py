@@ -1,0 +1,1 @@
+"""gengate's public import paths: `gengate.client` is the Python client (app.client)."""
