@@ -8,7 +8,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from app.client import (
     BadRequest,
     Client,
     ConfigurationError,
+    ConnectionFailed,
     NotFound,
     RateLimited,
     Task,
@@ -34,7 +37,11 @@ from tests.client.conftest import (
     sha256_of,
 )
 from tests.conftest import Customer
+from tests.support.apps import eventually
 from tests.support.console import ConsoleServer
+from tests.support.faultproxy import FaultProxy
+
+T = TypeVar("T")
 
 
 def _client(live: ConsoleServer, customer: Customer) -> Client:
@@ -245,3 +252,43 @@ def test_gengate_client_needs_nothing_else_of_gengate(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout))
     assert loaded and all(m == "app" or m.startswith("app.client") for m in loaded), loaded
+
+
+async def test_retries_only_what_is_safe_to_send_twice(
+    live: ConsoleServer, customer: Customer
+) -> None:
+    """A connection broken after the request went out: a read is sent again, and so is a
+    create with a request id (the server answers the same task); a create without one is
+    not, since the server may have made the task."""
+    port = int(live.base_url.rsplit(":", 1)[1])
+    proxy = FaultProxy("127.0.0.1", port)
+    await proxy.start()
+    through = f"http://127.0.0.1:{proxy.port}"
+
+    async def broken_once(call: Awaitable[T]) -> T:
+        """Run `call` while the proxy holds its first connection, then break that one."""
+        await proxy.stall()
+        running = asyncio.ensure_future(call)
+        await eventually(_held(proxy), what="the request to reach the proxy")
+        await proxy.restore()  # resets the held connection; later ones pass
+        return await running
+
+    try:
+        async with AsyncClient(through, customer.key) as client:
+            created = await broken_once(
+                client.create(IMAGE_MODEL, {"prompt": "retried"}, request_id="retry-1")
+            )
+            assert (await broken_once(client.get(created.task_id))).task_id == created.task_id
+            with pytest.raises(ConnectionFailed):
+                await broken_once(client.create(IMAGE_MODEL, {"prompt": "not retried"}))
+            page = await client.tasks()
+        assert [t.id for t in page.tasks] == [created.task_id]
+    finally:
+        await proxy.close()
+
+
+def _held(proxy: FaultProxy) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return proxy.open_connections > 0
+
+    return probe

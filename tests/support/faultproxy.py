@@ -29,6 +29,11 @@ class FaultProxy:
         self.connections = 0  # accepted since start, to show traffic really went through
 
     @property
+    def open_connections(self) -> int:
+        """Client and upstream ends held open now (while stalled: the clients waiting)."""
+        return len(self._writers)
+
+    @property
     def is_cut(self) -> bool:
         return self._server is None
 
