@@ -28,7 +28,8 @@ from app.core.errors import AuthenticationFailed, ServiceUnavailable
 from app.core.outages import unavailable_on_outage
 from app.db.engine import transaction
 from app.keys.service import Principal, parse_bearer
-from app.oauth.service import ACCESS_PREFIX, OAUTH_SCOPES, authenticate_access_token
+from app.oauth.service import ACCESS_PREFIX, OAUTH_SCOPES
+from app.oauth.tokens import authenticate_access_token
 from app.oauth.urls import AUTHORIZATION_SERVER_PATH, PROTECTED_RESOURCE_PATH, oauth_urls
 from app.runtime import Runtime
 from mcp_server.context import SCOPE_KEY, Caller

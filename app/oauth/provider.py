@@ -23,13 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import InvalidInput
 from app.core.outages import unavailable_on_outage
 from app.db.engine import transaction
-from app.oauth import service
-from app.oauth.service import (
-    IssuedAccessToken,
-    IssuedCode,
-    IssuedRefreshToken,
-    Lifetimes,
-)
+from app.oauth import service, tokens
+from app.oauth.tokens import IssuedAccessToken, IssuedCode, IssuedRefreshToken, Lifetimes
 from app.runtime import Runtime
 
 CONSENT_PATH = "/console/oauth/consent"
@@ -84,7 +79,7 @@ class GengateOAuthProvider(
     ) -> IssuedCode | None:
         with unavailable_on_outage():
             async with self._transaction() as session:
-                return await service.find_code(
+                return await tokens.find_code(
                     session, client_id=client.client_id, code=authorization_code
                 )
 
@@ -94,7 +89,7 @@ class GengateOAuthProvider(
         try:
             with unavailable_on_outage():
                 async with self._transaction() as session:
-                    return await service.exchange_code(
+                    return await tokens.exchange_code(
                         session, code=authorization_code, lifetimes=self._lifetimes
                     )
         except InvalidInput as exc:
@@ -105,7 +100,7 @@ class GengateOAuthProvider(
     ) -> IssuedRefreshToken | None:
         with unavailable_on_outage():
             async with self._transaction() as session:
-                return await service.find_refresh_token(
+                return await tokens.find_refresh_token(
                     session, client_id=client.client_id, token=refresh_token
                 )
 
@@ -118,7 +113,7 @@ class GengateOAuthProvider(
         try:
             with unavailable_on_outage():
                 async with self._transaction() as session:
-                    return await service.rotate_refresh_token(
+                    return await tokens.rotate_refresh_token(
                         session, token=refresh_token, scopes=scopes, lifetimes=self._lifetimes
                     )
         except InvalidInput as exc:
@@ -127,11 +122,11 @@ class GengateOAuthProvider(
     async def load_access_token(self, token: str) -> IssuedAccessToken | None:
         with unavailable_on_outage():
             async with self._transaction() as session:
-                return await service.find_access_token(session, token=token)
+                return await tokens.find_access_token(session, token=token)
 
     async def revoke_token(self, token: IssuedAccessToken | IssuedRefreshToken) -> None:
         """Either token revokes its whole grant (RFC 7009 §2.1 allows it; the MCP client
         gets no half-working pair)."""
         with unavailable_on_outage():
             async with self._transaction() as session:
-                await service.revoke_grant(session, grant_id=token.grant_id)
+                await tokens.revoke_grant(session, grant_id=token.grant_id)

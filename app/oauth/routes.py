@@ -35,7 +35,7 @@ from mcp.server.transport_security import (
     DEFAULT_MAX_REQUEST_BODY_SIZE,
     RequestBodyLimitMiddleware,
 )
-from mcp.shared.auth import ProtectedResourceMetadata
+from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from pydantic import AnyHttpUrl, ValidationError
 from starlette.middleware.cors import CORSMiddleware
@@ -45,7 +45,8 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
 from app.oauth.provider import GengateOAuthProvider
-from app.oauth.service import OAUTH_SCOPES, IssuedAccessToken, IssuedRefreshToken
+from app.oauth.service import OAUTH_SCOPES
+from app.oauth.tokens import IssuedAccessToken, IssuedRefreshToken
 from app.oauth.urls import (
     AUTHORIZATION_SERVER_PATH,
     PROTECTED_RESOURCE_PATH,
@@ -73,13 +74,19 @@ def _provider(request: Request) -> GengateOAuthProvider:
 
 async def authorization_server_metadata(request: Request) -> Response:
     _runtime, urls = _urls(request)
-    metadata = build_metadata(
+    built = build_metadata(
         AnyHttpUrl(urls.issuer), None, REGISTRATION, RevocationOptions(enabled=True)
     )
-    # The SDK renders a path-less issuer with a trailing slash; clients compare it as a string.
-    metadata.issuer = urls.issuer  # type: ignore[assignment]
-    metadata.revocation_endpoint_auth_methods_supported = ["none"]
-    metadata.token_endpoint_auth_methods_supported = ["none"]
+    # Validated again: the SDK renders a path-less issuer with a trailing slash, and clients
+    # compare issuers as strings; every client is public.
+    metadata = OAuthMetadata.model_validate(
+        {
+            **built.model_dump(mode="json", exclude_none=True),
+            "issuer": urls.issuer,
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+        }
+    )
     return await MetadataHandler(metadata).handle(request)
 
 

@@ -121,13 +121,18 @@ def query_of(location: str) -> dict[str, str]:
 
 
 async def authorize(
-    http: httpx.AsyncClient, customer: Customer, *, scopes: list[str] | None = None
+    http: httpx.AsyncClient,
+    customer: Customer,
+    *,
+    scopes: list[str] | None = None,
+    resource: str | None = None,
 ) -> Authorization:
     """Register a client and take it through /authorize and the consent page (signed in
     over HTTP with the customer's key) to a code."""
     client = await register(http)
     pkce = PKCEParameters.generate()
-    started = await start_authorization(http, client, pkce)
+    extra = {"resource": resource} if resource else {}
+    started = await start_authorization(http, client, pkce, **extra)
     assert started.status_code == 302, started.text
     consent = started.headers["location"]
     assert consent.startswith("/console/oauth/consent?request=")

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from mcp.client.auth.oauth2 import PKCEParameters
 
+from app.core.config import Settings
+from tests.conftest import make_customer
 from tests.oauth.conftest import (
     authorize,
     callback_uri,
@@ -21,6 +23,7 @@ from tests.oauth.conftest import (
     register,
     start_authorization,
 )
+from tests.support.apps import running_app, runtime_of
 from tests.support.console import ConsoleServer, csrf_of
 
 MODEL = "gpt-image-2-text-to-image"
@@ -285,3 +288,59 @@ async def test_consent_needs_a_session_and_a_csrf_token_and_deny_says_access_den
     assert query["error"] == "access_denied" and query["state"] == "s-9"
     # The request is gone once decided.
     assert (await http.get(consent)).status_code == 404
+
+
+async def test_bad_input_gets_a_4xx_naming_what_is_wrong(
+    http: httpx.AsyncClient, oauth_server: ConsoleServer
+) -> None:
+    no_client = await http.post("/token", data={"grant_type": "authorization_code"})
+    assert no_client.status_code == 401 and no_client.json()["error"] == "invalid_client"
+    not_json = await http.post("/register", content=b"{not json")
+    assert not_json.status_code == 400 and not_json.json()["error"] == "invalid_client_metadata"
+    bare = await http.get("/authorize")
+    assert bare.status_code == 400 and "client_id" in bare.json()["error_description"]
+    client = await register(http)
+    plain = await start_authorization(
+        http, client, PKCEParameters.generate(), code_challenge_method="plain"
+    )
+    assert plain.status_code == 302
+    assert query_of(plain.headers["location"])["error"] == "invalid_request"
+    huge = await http.post("/token", content=b"x" * (5 << 20))
+    assert huge.status_code == 413
+    flow = await authorize(http, await new_customer(oauth_server))
+    garbage = await http.post(
+        "/token",
+        data={"grant_type": "password", "client_id": flow.client.client_id},
+    )
+    assert garbage.status_code == 400 and garbage.json()["error"] == "invalid_request"
+    unknown = await http.get("/console/oauth/consent?request=nonsense")
+    assert unknown.status_code == 404
+    assert "authorization request not found or expired" in unknown.text
+    assert unknown.headers["content-type"].startswith("text/html")
+    undecided = await http.post(
+        "/console/oauth/consent",
+        data={"request": "nonsense", "decision": "maybe", "csrf_token": csrf_of(unknown.text)},
+    )
+    assert 400 <= undecided.status_code < 500 and "decision" in undecided.text
+
+
+async def test_a_public_url_decides_issuer_resource_and_audience(settings: Settings) -> None:
+    public = "https://gen.example.com"
+    async with running_app(settings.model_copy(update={"public_url": public})) as (app, http):
+        server = (await http.get("/.well-known/oauth-authorization-server")).json()
+        assert server["issuer"] == public and server["token_endpoint"] == f"{public}/token"
+        prm = (await http.get("/.well-known/oauth-protected-resource/api/mcp")).json()
+        assert prm["resource"] == f"{public}/api/mcp"
+        refused = await mcp_call(http, "gga_unknown", "get_account", {})
+        assert refused.status_code == 401
+        assert (
+            f'resource_metadata="{public}/.well-known/oauth-protected-resource/api/mcp"'
+            in refused.headers["www-authenticate"]
+        )
+        customer = await make_customer(runtime_of(app))
+        flow = await authorize(http, customer, resource=f"{public}/api/mcp")
+        tokens = (await exchange(http, flow)).json()
+        # Reached as http://testserver, the server still is the public URL's resource.
+        account = await mcp_call(http, tokens["access_token"], "get_account", {})
+        assert account.status_code == 200, account.text
+        assert not account.json()["result"].get("isError")
