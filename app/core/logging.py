@@ -20,6 +20,8 @@ _PATTERNS = (
     # API keys, even one a client put in a URL by mistake; Standard Webhooks secrets.
     (re.compile(r"(?<![A-Za-z0-9_-])sk_[A-Za-z0-9_-]{6,}"), f"sk_{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9_-])whsec_[A-Za-z0-9+/=]{6,}"), f"whsec_{REDACTED}"),
+    # OAuth access and refresh tokens and codes (app.oauth), say in a token request's body.
+    (re.compile(r"(?<![A-Za-z0-9_-])(gg[acr]_)[A-Za-z0-9_-]{6,}"), rf"\1{REDACTED}"),
     # Authorization header values: `Authorization: <anything>`, and a credential with its
     # scheme wherever it shows (a repr of a headers list, say).
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\\\r\n]+"), rf"\1{REDACTED}"),
