@@ -18,8 +18,12 @@ from app.api.openapi import install_openapi
 from app.api.routes import account, files, health, jobs, keys, media, models, upstream, v1
 from app.catalog.catalog import load_catalog
 from app.console import auth as console_auth
+from app.console import connect as console_connect
 from app.console import consent as console_consent
+from app.console import keys as console_keys
+from app.console import ledger as console_ledger
 from app.console import overview as console_overview
+from app.console import webhooks as console_webhooks
 from app.console.setup import install_console
 from app.core import metrics
 from app.core.config import Settings
@@ -105,6 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.router,
         console_auth.router,
         console_overview.router,
+        console_keys.router,
+        console_webhooks.router,
+        console_ledger.router,
+        console_connect.router,
         console_consent.router,
     ):
         app.include_router(router)

@@ -37,6 +37,8 @@ class CallbackDelivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_callback_delivery_status_due", "status", "due_at"),
         Index("ix_callback_delivery_task", "task_id", "created_at"),
+        # The console lists an account's deliveries newest first.
+        Index("ix_callback_delivery_account", "account_id", "created_at"),
     )
 
     # The Standard Webhooks `webhook-id`: the same on every attempt of this delivery.

@@ -3,7 +3,7 @@ and what callers may read or ask of it."""
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -53,15 +53,33 @@ async def enqueue_callback(
 
 async def list_deliveries(session: AsyncSession, *, task: Task) -> list[CallbackDeliveryRead]:
     """A task's deliveries, newest first, each with its attempts in order."""
-    deliveries = list(
-        (
-            await session.scalars(
-                select(CallbackDelivery)
-                .where(col(CallbackDelivery.task_id) == task.id)
-                .order_by(col(CallbackDelivery.created_at).desc(), col(CallbackDelivery.id).desc())
-            )
-        ).all()
-    )
+    deliveries = (
+        await session.scalars(
+            select(CallbackDelivery)
+            .where(col(CallbackDelivery.task_id) == task.id)
+            .order_by(col(CallbackDelivery.created_at).desc(), col(CallbackDelivery.id).desc())
+        )
+    ).all()
+    return await _with_attempts(session, list(deliveries))
+
+
+async def list_account_deliveries(
+    session: AsyncSession, *, account_id: str, limit: int, before: tuple[int, str] | None = None
+) -> list[CallbackDeliveryRead]:
+    """An account's deliveries of every task, newest first, each with its attempts in order;
+    `before` (created_at, id) of the last row seen is the cursor of the next page."""
+    created, ident = col(CallbackDelivery.created_at), col(CallbackDelivery.id)
+    stmt = select(CallbackDelivery).where(col(CallbackDelivery.account_id) == account_id)
+    if before is not None:
+        at, last_id = before
+        stmt = stmt.where(or_(created < at, and_(created == at, ident < last_id)))
+    stmt = stmt.order_by(created.desc(), ident.desc()).limit(limit)
+    return await _with_attempts(session, list((await session.scalars(stmt)).all()))
+
+
+async def _with_attempts(
+    session: AsyncSession, deliveries: list[CallbackDelivery]
+) -> list[CallbackDeliveryRead]:
     attempts: dict[str, list[CallbackAttemptRead]] = {d.id: [] for d in deliveries}
     if deliveries:
         rows = await session.scalars(

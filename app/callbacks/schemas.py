@@ -61,6 +61,12 @@ class CallbackList(PublicModel):
     deliveries: list[CallbackDeliveryRead]
 
 
+class DeliveryPage(PublicModel):
+    items: list[CallbackDeliveryRead]
+    has_more: bool
+    next_cursor: str | None = Field(description="pass as cursor for the next (older) page")
+
+
 class WebhookSecretRead(PublicModel):
     secret: str = Field(description="whsec_...: verify callbacks with it (Standard Webhooks)")
     previous_secret_valid_until: int | None = Field(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.callbacks.outbox import list_deliveries, redeliver
-from app.callbacks.schemas import CallbackList, WebhookSecretRead
+from app.callbacks.outbox import list_account_deliveries, list_deliveries, redeliver
+from app.callbacks.schemas import CallbackList, DeliveryPage, WebhookSecretRead
 from app.callbacks.secrets import get_webhook_secret, roll_webhook_secret
-from app.core.errors import NotFound
+from app.core.errors import InvalidInput, NotFound
 from app.core.ids import now_ms
 from app.jobs.models import Task
 from app.jobs.views import callback_state_of, get_task
@@ -39,6 +39,37 @@ async def redeliver_callback(
     task = await get_task(session, principal=principal, task_id=task_id)
     await redeliver(session, notifier=runtime.notifier, task=task)
     return await _callbacks_of(session, task)
+
+
+async def read_account_deliveries(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    limit: int,
+    before: tuple[int, str] | None = None,
+) -> DeliveryPage:
+    """The account's deliveries of all its tasks, newest first, with their attempts; a page
+    of `limit` and the cursor of the next. Raises PermissionDenied."""
+    principal.require(Scope.TASKS_READ)
+    rows = await list_account_deliveries(
+        session, account_id=principal.account_id, limit=limit + 1, before=before
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return DeliveryPage(
+        items=page,
+        has_more=more,
+        next_cursor=f"{page[-1].create_time}.{page[-1].id}" if more and page else None,
+    )
+
+
+def parse_delivery_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """A DeliveryPage's next_cursor back as (created_at, id). Raises InvalidInput."""
+    if not cursor:
+        return None
+    created, _, ident = cursor.partition(".")
+    if not created.isdigit() or not ident or len(created) > 19 or len(ident) > 40:
+        raise InvalidInput("cursor: use the nextCursor of the previous page", field="cursor")
+    return int(created), ident
 
 
 async def read_any_task_callbacks(session: AsyncSession, *, task_id: str) -> CallbackList:

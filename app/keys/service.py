@@ -23,7 +23,7 @@ from app.core.errors import AuthenticationFailed, InvalidInput, NotFound, Permis
 from app.core.ids import new_id, now_ms
 from app.db.hooks import announce_after_commit
 from app.keys.models import ApiKey
-from app.keys.scopes import ALL_SCOPES
+from app.keys.scopes import ALL_SCOPES, Scope
 
 KEY_PATTERN = re.compile(r"sk_[A-Za-z0-9_-]{32,128}")
 PREFIX_LENGTH = 11  # "sk_" + 8 characters: enough to tell keys apart on a screen
@@ -181,8 +181,9 @@ async def create_api_key_for(
 ) -> tuple[ApiKey, str]:
     """A key made by a key: same account and tier, at most the maker's scopes.
 
-    Raises PermissionDenied when asking for a scope the maker lacks.
+    Raises PermissionDenied when the maker lacks keys:manage or asks for a scope it lacks.
     """
+    principal.require(Scope.KEYS_MANAGE)
     wanted = principal.scopes if scopes is None else normalize_scopes(scopes)
     beyond = wanted - principal.scopes
     if beyond:
@@ -192,3 +193,16 @@ async def create_api_key_for(
     return await create_api_key(
         session, account_id=principal.account_id, name=name, tier=principal.tier, scopes=wanted
     )
+
+
+async def list_api_keys_for(session: AsyncSession, *, principal: Principal) -> list[ApiKey]:
+    """The caller's account's keys, oldest first. Raises PermissionDenied (keys:manage)."""
+    principal.require(Scope.KEYS_MANAGE)
+    return await list_api_keys(session, account_id=principal.account_id)
+
+
+async def revoke_api_key_for(session: AsyncSession, *, principal: Principal, key_id: str) -> ApiKey:
+    """Revoke one of the caller's account's keys. Raises PermissionDenied (keys:manage),
+    NotFound."""
+    principal.require(Scope.KEYS_MANAGE)
+    return await revoke_api_key(session, key_id=key_id, account_id=principal.account_id)

@@ -3,6 +3,7 @@ module (see tests/support/browser.py and tests/support/console.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,10 @@ def console_server(
     """A real server for a module of browser tests (its tests share it and its database)."""
     workdir = tmp_path_factory.mktemp("console")
     database_url = fresh_database(template_database_url, workdir)
-    env = gengate_env(database_url, workdir / "var")
+    # Callbacks may reach receivers on loopback (the webhooks page lists their deliveries).
+    env = gengate_env(database_url, workdir / "var") | {
+        "GENGATE_OUTBOUND_ALLOWLIST": json.dumps(["127.0.0.1/32"])
+    }
     server = start_server(env, workdir)
     try:
         yield ConsoleServer(server, database_url, env)
