@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from app.client import plans
+from app.client import downloads, plans
 from app.client.models import Task, TaskCreated, TaskItem, TaskPage
-from app.client.plans import Fetch, Notify, Plan, Polling, Send, Settings, Sleep
+from app.client.plans import Polling
+from app.client.steps import Fetch, Notify, Plan, Send, Settings, Sleep, Step, error_from
 
 T = TypeVar("T")
 USER_AGENT = "gengate-client/0.1"
@@ -104,7 +105,7 @@ class AsyncClient:
         self, task: Task | TaskItem | TaskCreated | str, directory: str | Path
     ) -> list[Path]:
         """Save every result file of a succeeded task into `directory`; returns the paths."""
-        return await self._run(plans.download(self.settings, task, Path(directory)))
+        return await self._run(downloads.download(self.settings, task, Path(directory)))
 
     async def imagine(
         self,
@@ -199,7 +200,7 @@ class AsyncClient:
                 return done.value
             outcome = await self._do(step)
 
-    async def _do(self, step: plans.Step) -> Any:
+    async def _do(self, step: Step) -> Any:
         if isinstance(step, Send):
             try:
                 return await self._http.request(
@@ -225,7 +226,7 @@ class AsyncClient:
             async with self._http.stream("GET", step.url) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    return plans.error_from(response)
+                    return error_from(response)
                 sink.open()
                 async for chunk in response.aiter_bytes():
                     sink.write(chunk)

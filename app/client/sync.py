@@ -9,9 +9,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from app.client import plans
+from app.client import downloads, plans
 from app.client.models import Task, TaskCreated, TaskItem, TaskPage
-from app.client.plans import Fetch, Notify, Plan, Polling, Send, Settings, Sleep
+from app.client.plans import Polling
+from app.client.steps import Fetch, Notify, Plan, Send, Settings, Sleep, Step, error_from
 
 T = TypeVar("T")
 USER_AGENT = "gengate-client/0.1"
@@ -103,7 +104,7 @@ class Client:
         self, task: Task | TaskItem | TaskCreated | str, directory: str | Path
     ) -> list[Path]:
         """Save every result file of a succeeded task into `directory`; returns the paths."""
-        return self._run(plans.download(self.settings, task, Path(directory)))
+        return self._run(downloads.download(self.settings, task, Path(directory)))
 
     def imagine(
         self,
@@ -198,7 +199,7 @@ class Client:
                 return done.value
             outcome = self._do(step)
 
-    def _do(self, step: plans.Step) -> Any:
+    def _do(self, step: Step) -> Any:
         if isinstance(step, Send):
             try:
                 return self._http.request(
@@ -223,7 +224,7 @@ class Client:
             with self._http.stream("GET", step.url) as response:
                 if response.status_code != 200:
                     response.read()
-                    return plans.error_from(response)
+                    return error_from(response)
                 sink.open()
                 for chunk in response.iter_bytes():
                     sink.write(chunk)

@@ -90,7 +90,7 @@ def test_wait_polls_with_etags(live: ConsoleServer, customer: Customer) -> None:
 
 def test_wait_timeout_keeps_the_task(live: ConsoleServer, customer: Customer) -> None:
     with _client(live, customer) as client:
-        created = client.create(IMAGE_MODEL, {"prompt": "[[delay:3000]] slow"})
+        created = client.create(IMAGE_MODEL, {"prompt": "[[delay:1500]] slow"})
         with pytest.raises(WaitTimeout) as caught:
             client.wait(created.task_id, timeout=0.3)
         assert caught.value.task.task_id == created.task_id
@@ -208,7 +208,9 @@ async def test_async_client(live: ConsoleServer, customer: Customer, tmp_path: P
 
     async with AsyncClient(live.base_url, customer.key) as client:
         created = await client.create(
-            VIDEO_MODEL, {"prompt": "A paper boat", "duration": 5}, request_id="async-video"
+            VIDEO_MODEL,
+            {"prompt": "A paper boat", "duration": 5, "resolution": "480p"},
+            request_id="async-video",
         )
         assert (await client.get(created.task_id)).model == VIDEO_MODEL
         task = await client.wait(created.task_id, timeout=60, on_update=on_update)
