@@ -56,4 +56,3 @@ async def credits_used_per_day(
             )
         )
     return usage
-

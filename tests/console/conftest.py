@@ -9,11 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
-from tests.conftest import gengate_env
-from tests.support.backends import fresh_database
 from tests.support.browser import chromium
-from tests.support.console import ConsoleServer
-from tests.support.server import start_server
+from tests.support.console import ConsoleServer, console_serving
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +18,11 @@ def console_server(
     template_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleServer]:
     """A real server for a module of browser tests (its tests share it and its database)."""
-    workdir = tmp_path_factory.mktemp("console")
-    database_url = fresh_database(template_database_url, workdir)
     # Callbacks may reach receivers on loopback (the webhooks page lists their deliveries).
-    env = gengate_env(database_url, workdir / "var") | {
-        "GENGATE_OUTBOUND_ALLOWLIST": json.dumps(["127.0.0.1/32"])
-    }
-    server = start_server(env, workdir)
-    try:
-        yield ConsoleServer(server, database_url, env)
-    finally:
-        server.stop()
+    allow_loopback = {"GENGATE_OUTBOUND_ALLOWLIST": json.dumps(["127.0.0.1/32"])}
+    workdir = tmp_path_factory.mktemp("console")
+    with console_serving(template_database_url, workdir, env=allow_loopback) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
 from app.db.engine import create_engine, create_session_factory
-from tests.conftest import Customer, make_customer_in
-from tests.support.server import LiveServer
+from tests.conftest import Customer, gengate_env, make_customer_in
+from tests.support.backends import fresh_database
+from tests.support.server import LiveServer, start_server
 
 _CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 T = TypeVar("T")
@@ -35,6 +38,22 @@ class ConsoleServer:
     def customer(self, **kwargs: Any) -> Customer:
         """A new account with credits and a key (make_customer's arguments)."""
         return run_async(_seed_customer(self.database_url, **kwargs))
+
+
+@contextmanager
+def console_serving(
+    template_database_url: str, workdir: Path, *, env: dict[str, str] | None = None
+) -> Iterator[ConsoleServer]:
+    """A real server on a database of its own (emptied from the migrated template), with
+    the test environment plus `env`; stopped when the block ends. For module- or
+    package-scoped fixtures of browser tests."""
+    database_url = fresh_database(template_database_url, workdir)
+    full_env = gengate_env(database_url, workdir / "var") | (env or {})
+    server = start_server(full_env, workdir)
+    try:
+        yield ConsoleServer(server, database_url, full_env)
+    finally:
+        server.stop()
 
 
 def run_async(work: Coroutine[Any, Any, T]) -> T:
