@@ -13,14 +13,23 @@ import httpx
 from app.client import downloads, plans
 from app.client.models import Task, TaskCreated, TaskItem, TaskPage
 from app.client.plans import Polling
-from app.client.steps import Fetch, Notify, Plan, Send, Settings, Sleep, Step, error_from
+from app.client.steps import (
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    ClientBase,
+    Fetch,
+    Notify,
+    Plan,
+    Send,
+    Sleep,
+    Step,
+    error_from,
+)
 
 T = TypeVar("T")
-USER_AGENT = "gengate-client/0.1"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """gengate over HTTP, for asyncio; `on_update` may be a coroutine function.
 
     `base_url` and `api_key` default to GENGATE_URL (else http://127.0.0.1:8000) and
@@ -36,18 +45,11 @@ class AsyncClient:
         max_retries: int = 3,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, max_retries=max_retries)
+        super().__init__(base_url, api_key, max_retries=max_retries)
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=timeout, headers={"User-Agent": USER_AGENT}
         )
-
-    @property
-    def base_url(self) -> str:
-        return self.settings.base_url
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self.base_url!r})"
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.client.errors import TaskFailed
+from app.client.errors import GengateError, TaskFailed
 from app.client.models import TASK_STATUSES, Task, TaskPage
 from app.client.sync import Client
 
@@ -176,8 +176,13 @@ def _finish(
     ctx: typer.Context, client: Client, task_id: str, *, out: Path | None, timeout: float | None
 ) -> None:
     """Wait for the task (a progress bar unless --json), save its files, report it."""
-    with _progress(task_id, quiet=_as_json(ctx)) as on_update:
-        task = client.wait(task_id, timeout=timeout, on_update=on_update)
+    try:
+        with _progress(task_id, quiet=_as_json(ctx)) as on_update:
+            task = client.wait(task_id, timeout=timeout, on_update=on_update)
+    except KeyboardInterrupt:
+        raise GengateError(
+            f"stopped waiting; task {task_id} goes on (gengate status {task_id} --wait)"
+        ) from None
     if not task.succeeded:
         raise TaskFailed(task)
     files = [] if out is None else client.download(task, out)

@@ -193,3 +193,21 @@ def request(
             attempt += 1
             continue
         raise error
+
+
+USER_AGENT = "gengate-client/0.1"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class ClientBase:
+    """What `Client` and `AsyncClient` share: where the server is and the key."""
+
+    def __init__(self, base_url: str | None, api_key: str | None, *, max_retries: int) -> None:
+        self.settings = Settings.resolve(base_url, api_key, max_retries=max_retries)
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def __repr__(self) -> str:  # never the key
+        return f"{type(self).__name__}({self.base_url!r})"

@@ -12,14 +12,23 @@ import httpx
 from app.client import downloads, plans
 from app.client.models import Task, TaskCreated, TaskItem, TaskPage
 from app.client.plans import Polling
-from app.client.steps import Fetch, Notify, Plan, Send, Settings, Sleep, Step, error_from
+from app.client.steps import (
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    ClientBase,
+    Fetch,
+    Notify,
+    Plan,
+    Send,
+    Sleep,
+    Step,
+    error_from,
+)
 
 T = TypeVar("T")
-USER_AGENT = "gengate-client/0.1"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
-class Client:
+class Client(ClientBase):
     """gengate over HTTP, blocking.
 
     `base_url` and `api_key` default to GENGATE_URL (else http://127.0.0.1:8000) and
@@ -35,18 +44,11 @@ class Client:
         max_retries: int = 3,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self.settings = Settings.resolve(base_url, api_key, max_retries=max_retries)
+        super().__init__(base_url, api_key, max_retries=max_retries)
         self._own_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=timeout, headers={"User-Agent": USER_AGENT}
         )
-
-    @property
-    def base_url(self) -> str:
-        return self.settings.base_url
-
-    def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"
 
     def __enter__(self) -> Client:
         return self
