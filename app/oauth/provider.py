@@ -69,9 +69,12 @@ class GengateOAuthProvider(
                         session, client=client, params=params, resource=self._resource
                     )
         except InvalidInput as exc:
-            if exc.details.get("field") == "resource":
+            field = exc.details.get("field")
+            if field == "resource":
                 raise AuthorizeError("invalid_target", exc.message) from exc
-            raise AuthorizeError("invalid_scope", exc.message) from exc
+            if field == "scope":
+                raise AuthorizeError("invalid_scope", exc.message) from exc
+            raise AuthorizeError("invalid_request", exc.message) from exc
         return f"{CONSENT_PATH}?{urlencode({'request': request_id})}"
 
     async def load_authorization_code(

@@ -14,6 +14,7 @@ the HTTP requests (PKCE, redirect URI and client checks included).
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,6 +37,9 @@ OAUTH_SCOPES: tuple[str, ...] = (Scope.TASKS_READ.value, Scope.TASKS_CREATE.valu
 CODE_LIFETIME_MS = 5 * 60_000
 REQUEST_LIFETIME_MS = 15 * 60_000
 ACCESS_PREFIX, REFRESH_PREFIX, CODE_PREFIX = "gga_", "ggr_", "ggc_"
+CLIENT_ID_MAX = 64  # the column's width; ours are UUIDs
+# RFC 7636 §4.2: BASE64URL(SHA-256(verifier)) without padding.
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Custom schemes a native app may not claim: they would run in the browser itself.
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "blob", "about"})
 
@@ -108,7 +112,9 @@ async def register_client(session: AsyncSession, *, client: OAuthClientInformati
 async def find_client(
     session: AsyncSession, *, client_id: str
 ) -> OAuthClientInformationFull | None:
-    row = await session.get(OAuthClient, client_id[:64])
+    if len(client_id) > CLIENT_ID_MAX:
+        return None
+    row = await session.get(OAuthClient, client_id)
     if row is None:
         return None
     return OAuthClientInformationFull.model_validate_json(row.registration)
@@ -123,10 +129,16 @@ async def open_request(
 ) -> str:
     """Keep an authorization request until the user decides; returns its id (for the
     consent page's URL). Raises InvalidInput when the request names another resource
-    (field `resource`) or a scope an MCP client cannot have (field `scope`)."""
+    (field `resource`), a malformed `code_challenge` or a scope an MCP client cannot have
+    (field `scope`)."""
     if params.resource is not None and params.resource.rstrip("/") != resource:
         raise InvalidInput(
             f"this server issues tokens only for {resource}", field="resource", allowed=[resource]
+        )
+    if not S256_CHALLENGE.fullmatch(params.code_challenge):
+        raise InvalidInput(
+            "code_challenge must be the S256 challenge: 43 base64url characters",
+            field="code_challenge",
         )
     scopes = params.scopes
     if scopes is not None:

@@ -305,6 +305,13 @@ async def test_bad_input_gets_a_4xx_naming_what_is_wrong(
     )
     assert plain.status_code == 302
     assert query_of(plain.headers["location"])["error"] == "invalid_request"
+    long_challenge = PKCEParameters.generate().model_copy(update={"code_challenge": "x" * 500})
+    refused = await start_authorization(http, client, long_challenge)
+    assert refused.status_code == 302
+    refusal = query_of(refused.headers["location"])
+    assert (
+        refusal["error"] == "invalid_request" and "code_challenge" in refusal["error_description"]
+    )
     huge = await http.post("/token", content=b"x" * (5 << 20))
     assert huge.status_code == 413
     flow = await authorize(http, await new_customer(oauth_server))
