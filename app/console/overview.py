@@ -67,6 +67,7 @@ async def overview(
             "usage": usage,
             "used_total": sum(day.used for day in usage),
             "bars": chart_bars(usage),
+            "peak": max(day.used for day in usage),
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
         },
         user=user,

@@ -16,7 +16,7 @@ from app.keys.models import ApiKey
 from app.runtime import Runtime
 from tests.callbacks.helpers import create_task, settled_delivery
 from tests.conftest import Customer, make_customer
-from tests.support.apps import eventually
+from tests.support.apps import eventually, wait_for_terminal
 from tests.support.console import console_sign_in
 from tests.support.receiver import receiving
 
@@ -229,3 +229,17 @@ async def test_connect_mcp_shows_configuration_with_placeholders(
         in page.text
     )
     assert KEY_TOKEN.search(page.text) is None
+
+
+async def test_overview_charts_todays_credits(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    task_id = await create_task(client, customer, None)
+    await wait_for_terminal(client, customer.headers, task_id)
+    await console_sign_in(client, customer.key)
+    page = await client.get("/console")
+    assert 'id="balance">996<' in page.text and 'id="used-total">4<' in page.text
+    days = re.findall(r'data-day="([0-9-]+)" data-used="(-?\d+)"', page.text)
+    assert len(days) == 30
+    assert days[-1][1] == "4" and {used for _day, used in days[:-1]} == {"0"}
+    assert "4 max" in page.text
