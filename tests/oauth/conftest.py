@@ -4,7 +4,6 @@ plain HTTP (registration, /authorize, consent, /token) for the protocol-level te
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from app.db.engine import create_engine, create_session_factory, transaction
 from app.keys.service import hash_key
 from app.oauth.models import GrantToken
 from tests.conftest import Customer, gengate_env
+from tests.faults.conftest import mcp_call as call_tool_over_http
 from tests.support.backends import fresh_database
 from tests.support.console import ConsoleServer, console_sign_in, csrf_of
 from tests.support.server import free_port, start_server
@@ -186,18 +186,19 @@ async def refresh(http: httpx.AsyncClient, client_id: str, refresh_token: str) -
     )
 
 
+@dataclass(frozen=True)
+class Bearer:
+    """A token where the MCP test helpers take a customer: they read only its headers."""
+
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
 async def mcp_call(
     http: httpx.AsyncClient, token: str, tool: str, arguments: dict[str, Any]
 ) -> httpx.Response:
-    """One tools/call the way curl makes it, with a bearer token."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments},
-    }
-    return await http.post(
-        "/api/mcp",
-        content=json.dumps(body),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
+    """One tools/call the way curl makes it, with an OAuth token as the bearer."""
+    return await call_tool_over_http(http, Bearer(token), tool, arguments)  # type: ignore[arg-type]
