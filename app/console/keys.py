@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,7 @@ from app.api.deps import SessionDep
 from app.console.session import ConsoleUser, CsrfUserDep, UserDep
 from app.console.templating import render
 from app.core.errors import AppError
+from app.keys.models import ApiKey
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.keys.scopes import Scope
 from app.keys.service import create_api_key_for, list_api_keys_for, revoke_api_key_for
@@ -62,8 +63,10 @@ async def create_key(
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(user: CsrfUserDep, session: SessionDep, key_id: str) -> Response:
-    key = await revoke_api_key_for(session, principal=user.principal, key_id=key_id[:40])
+async def revoke_key(
+    user: CsrfUserDep, session: SessionDep, key_id: Annotated[str, Path(max_length=40)]
+) -> Response:
+    key = await revoke_api_key_for(session, principal=user.principal, key_id=key_id)
     return RedirectResponse(f"/console/keys?revoked={key.id}", status_code=303)
 
 
@@ -78,7 +81,7 @@ async def _page(
     user: ConsoleUser,
     session: AsyncSession,
     *,
-    keys: Any = None,
+    keys: list[ApiKey] | None = None,
     status: int = 200,
     **context: Any,
 ) -> Response:

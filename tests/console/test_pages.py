@@ -18,7 +18,7 @@ from tests.callbacks.helpers import create_task, settled_delivery
 from tests.conftest import Customer, make_customer
 from tests.support.apps import eventually, wait_for_terminal
 from tests.support.console import console_sign_in
-from tests.support.receiver import receiving
+from tests.support.receiver import Receiver, receiving
 
 KEY_TOKEN = re.compile(r"sk_[A-Za-z0-9_-]{20,}")
 
@@ -189,8 +189,8 @@ async def test_deliveries_with_attempts_and_redelivery(
     assert missing.status_code == 404 and "task not found" in missing.text
 
 
-async def _received(receiver: object, count: int) -> bool:
-    return len(receiver.on("/hook")) >= count  # type: ignore[attr-defined]
+async def _received(receiver: Receiver, count: int) -> bool:
+    return len(receiver.on("/hook")) >= count
 
 
 async def test_ledger_pages_newest_first(
