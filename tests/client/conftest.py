@@ -1,4 +1,5 @@
-"""One real `gengate serve` (embedded workers, offline renderer) per client test module."""
+"""One real `gengate serve` (embedded workers, offline renderer) for the client tests; each
+test has an account and key of its own."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ TIERS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live(
     template_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleServer]:

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from app.cli import app
+from app.client import Client
 from tests.client.conftest import (
     IMAGE_MODEL,
     PNG_MAGIC,
@@ -240,3 +241,23 @@ def test_unreachable_server(customer: Customer, tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "no answer from" in _one_object(result)["error"]
+
+
+def test_progress_bar_shows_queue_position_stage_and_progress(
+    live: ConsoleServer, customer: Customer
+) -> None:
+    """Both worker slots busy: the new task waits in the queue, then generates (for longer
+    than the longest poll interval, 3 s, so that a poll sees it)."""
+    with Client(live.base_url, customer.key) as client:
+        busy = [client.create(IMAGE_MODEL, {"prompt": f"[[delay:1500]] {i}"}) for i in (1, 2)]
+        shown = runner.invoke(
+            app,
+            ["generate", IMAGE_MODEL, "-p", "[[delay:3200]] third", "--wait"],
+            # FORCE_COLOR: draw the bar although stderr is not a terminal.
+            env={**_env(live, customer.key), "FORCE_COLOR": "1", "COLUMNS": "120"},
+        )
+        assert all(client.get(t.task_id).state == "success" for t in busy)
+    assert shown.exit_code == 0, shown.output
+    assert "queued, #1 in the queue" in shown.stderr
+    assert "generating" in shown.stderr and "100%" in shown.stderr
+    assert "success" in shown.stdout
