@@ -20,9 +20,12 @@ from app.catalog.catalog import load_catalog
 from app.console import auth as console_auth
 from app.console import connect as console_connect
 from app.console import consent as console_consent
+from app.console import gallery as console_gallery
 from app.console import keys as console_keys
 from app.console import ledger as console_ledger
 from app.console import overview as console_overview
+from app.console import playground as console_playground
+from app.console import tasks as console_tasks
 from app.console import webhooks as console_webhooks
 from app.console.setup import install_console
 from app.core import metrics
@@ -114,6 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         console_ledger.router,
         console_connect.router,
         console_consent.router,
+        console_playground.router,
+        console_gallery.router,
+        console_tasks.router,
     ):
         app.include_router(router)
     app.router.routes.extend(oauth_routes())
