@@ -11,10 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Customer, gengate_env
-from tests.support.backends import fresh_database
-from tests.support.console import ConsoleServer
-from tests.support.server import start_server
+from tests.conftest import Customer
+from tests.support.console import ConsoleServer, console_serving
 
 IMAGE_MODEL = "gpt-image-2-text-to-image"
 VIDEO_MODEL = "seedance-2.0-text-to-video"
@@ -30,19 +28,13 @@ TIERS = {
 def live(
     template_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleServer]:
-    workdir = tmp_path_factory.mktemp("client")
-    database_url = fresh_database(template_database_url, workdir)
     env = {
-        **gengate_env(database_url, workdir / "var"),
         # Long enough to see a task queued and generating, short enough for a fast suite.
         "GENGATE_LOCAL_DELAY_MS": "300",
         "GENGATE_TIERS": json.dumps(TIERS),
     }
-    server = start_server(env, workdir)
-    try:
-        yield ConsoleServer(server, database_url, env)
-    finally:
-        server.stop()
+    with console_serving(template_database_url, tmp_path_factory.mktemp("client"), env=env) as live:
+        yield live
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from app.client import (
     TaskNotSucceeded,
     WaitTimeout,
 )
+from tests.api.test_metrics import parse, value
 from tests.client.conftest import (
     IMAGE_MODEL,
     PNG_MAGIC,
@@ -74,12 +74,10 @@ def test_wait_polls_with_etags(live: ConsoleServer, customer: Customer) -> None:
     """An unchanged task costs a 304: the server counts them in its metrics."""
 
     def not_modified() -> float:
-        text = httpx.get(live.base_url + "/metrics").text
-        pattern = (
-            r'gengate_http_requests_total\{[^}]*route="/api/v1/jobs/recordInfo"'
-            r'[^}]*status="304"[^}]*\} (\S+)'
-        )
-        return sum(float(v) for v in re.findall(pattern, text))
+        answer = httpx.get(live.base_url + "/metrics")
+        assert answer.status_code == 200, answer.text
+        labels = {"route": "/api/v1/jobs/recordInfo", "method": "GET", "status": "304"}
+        return value(parse(answer.text), "gengate_http_requests_total", **labels)
 
     before = not_modified()
     with _client(live, customer) as client:
