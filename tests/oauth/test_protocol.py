@@ -9,7 +9,7 @@ import httpx
 import pytest
 from mcp.client.auth.oauth2 import PKCEParameters
 
-from app.core.config import Settings
+from app.core.config import Settings, TierLimits
 from tests.conftest import make_customer
 from tests.oauth.conftest import (
     authorize,
@@ -351,3 +351,26 @@ async def test_a_public_url_decides_issuer_resource_and_audience(settings: Setti
         account = await mcp_call(http, tokens["access_token"], "get_account", {})
         assert account.status_code == 200, account.text
         assert not account.json()["result"].get("isError")
+
+
+async def test_an_oauth_token_shares_its_keys_rate_limit(settings: Settings) -> None:
+    tight = {"tight": TierLimits(create_per_minute=3, query_per_minute=100, max_active_tasks=100)}
+    limited = settings.model_copy(update={"tiers": tight, "workers_in_process": False})
+    async with running_app(limited) as (app, http):
+        customer = await make_customer(runtime_of(app), tier="tight")
+        flow = await authorize(http, customer)
+        token = (await exchange(http, flow)).json()["access_token"]
+        arguments = {"model": MODEL, "prompt": "a kite"}
+        for _ in range(2):  # two of the three creates a minute, spent with the key itself
+            created = await http.post(
+                "/api/v1/jobs/createTask",
+                json={"model": MODEL, "input": {"prompt": "a kite"}},
+                headers=customer.headers,
+            )
+            assert created.status_code == 200, created.text
+        third = (await mcp_call(http, token, "generate_image", arguments)).json()["result"]
+        assert not third.get("isError"), third
+        fourth = (await mcp_call(http, token, "generate_image", arguments)).json()["result"]
+    assert fourth["isError"] is True
+    refusal = fourth["structuredContent"]
+    assert refusal["error"] == "rate limit exceeded" and refusal["tier"] == "tight", refusal
