@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Statuses a request may be sent again after: the server refused it without doing it.
+# Statuses after which a request that is safe to send twice is sent again: over the limit,
+# the server (or a proxy before it) away.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
@@ -73,7 +74,7 @@ class Settings:
     """Where the server is, the key, and how patiently to retry."""
 
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
     max_retries: int = 3
     max_retry_wait: float = 60.0  # a Retry-After longer than this is not waited for
 

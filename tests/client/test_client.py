@@ -195,7 +195,7 @@ def test_configuration_from_the_environment(
     with Client() as client:
         assert client.base_url == live.base_url
         assert client.tasks().total == 0
-        assert customer.key not in repr(client)
+        assert customer.key not in repr(client) + repr(client.settings)
 
 
 async def test_async_client(live: ConsoleServer, customer: Customer, tmp_path: Path) -> None:
