@@ -49,7 +49,8 @@ def console_serving(
     package-scoped fixtures of browser tests."""
     database_url = fresh_database(template_database_url, workdir)
     full_env = gengate_env(database_url, workdir / "var") | (env or {})
-    server = start_server(full_env, workdir)
+    # A module's tests all wait on this start: on a loaded host it can take a while.
+    server = start_server(full_env, workdir, ready_within_s=90)
     try:
         yield ConsoleServer(server, database_url, full_env)
     finally:

@@ -59,8 +59,10 @@ def start_server(
     *,
     args: list[str] | None = None,
     ready_path: str | None = "/readyz",
+    ready_within_s: float = 30,
 ) -> LiveServer:
-    """Run `gengate serve` (or other args) with `env`; wait until `ready_path` answers 200.
+    """Run `gengate serve` (or other args) with `env`; wait until `ready_path` answers 200
+    (at most `ready_within_s`).
 
     With `ready_path=None` (a worker has no HTTP side) it returns once the process started.
     """
@@ -88,7 +90,7 @@ def start_server(
 
     if ready_path is not None:
         try:
-            wait_until(ready, timeout=30, what="server readiness")
+            wait_until(ready, timeout=ready_within_s, what="server readiness")
         except BaseException:
             server.stop()  # a server left running would claim later tests' tasks
             raise
