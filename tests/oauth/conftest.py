@@ -18,11 +18,10 @@ from sqlalchemy import update
 from app.db.engine import create_engine, create_session_factory, transaction
 from app.keys.service import hash_key
 from app.oauth.models import GrantToken
-from tests.conftest import Customer, gengate_env
+from tests.conftest import Customer
 from tests.faults.conftest import mcp_call as call_tool_over_http
-from tests.support.backends import fresh_database
-from tests.support.console import ConsoleServer, console_sign_in, csrf_of
-from tests.support.server import free_port, start_server
+from tests.support.console import ConsoleServer, console_serving, console_sign_in, csrf_of
+from tests.support.server import free_port
 
 SCOPES = "tasks:read tasks:create"
 _CHECKBOX = re.compile(r'name="scope" value="([^"]+)"')
@@ -33,14 +32,8 @@ def oauth_server(
     template_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleServer]:
     """One server for the OAuth tests (each test makes its own customers and clients)."""
-    workdir = tmp_path_factory.mktemp("oauth")
-    database_url = fresh_database(template_database_url, workdir)
-    env = gengate_env(database_url, workdir / "var")
-    server = start_server(env, workdir)
-    try:
-        yield ConsoleServer(server, database_url, env)
-    finally:
-        server.stop()
+    with console_serving(template_database_url, tmp_path_factory.mktemp("oauth")) as server:
+        yield server
 
 
 async def new_customer(server: ConsoleServer, **kwargs: Any) -> Customer:
