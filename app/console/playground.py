@@ -97,8 +97,10 @@ async def create(request: Request, user: CsrfUserDep, runtime: RuntimeDep) -> Re
             )
         return _run(request, user, error=refused)
     if not htmx:
-        return RedirectResponse(f"/console/tasks/{result.task.id}", status_code=303)
-    return _run(request, user, task_id=result.task.id)
+        return RedirectResponse(f"/console/gallery/{result.task.id}", status_code=303)
+    answer = _run(request, user, task_id=result.task.id)
+    answer.headers["HX-Trigger"] = "balance-changed"  # the estimate shows the new balance
+    return answer
 
 
 def _run(

@@ -61,7 +61,7 @@ def base_url(request: Request, runtime: Runtime) -> str:
     return base_url_of(runtime, str(request.base_url))
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/gallery/{task_id}")
 async def task_page(
     request: Request,
     user: UserDep,
@@ -72,15 +72,18 @@ async def task_page(
     return await _detail(request, user, session, runtime, task_id)
 
 
-@router.get("/tasks/{task_id}/status")
+@router.get("/gallery/{task_id}/status")
 async def task_status(
     request: Request,
     user: UserDep,
     session: SessionDep,
     runtime: RuntimeDep,
     task_id: TaskIdPath,
+    refresh: bool = False,
 ) -> Response:
-    """The fragment a waiting task's page polls: it replaces itself until the task is done."""
+    """The fragment a waiting task polls: it replaces itself until the task is done. With
+    `refresh` (the task's own page), a finished task reloads the page instead, so its
+    facts, files and actions show as they now are."""
     try:
         context = await status_context(request, user, session, runtime, task_id)
     except AppError as refused:
@@ -96,7 +99,10 @@ async def task_status(
             user=user,
             status_code=refused.status,
         )
-    return render(request, "task_status.html", context, user=user)
+    answer = render(request, "task_status.html", {**context, "refresh": refresh}, user=user)
+    if refresh and context["view"].state != "waiting":
+        answer.headers["HX-Refresh"] = "true"
+    return answer
 
 
 async def status_context(
@@ -115,7 +121,7 @@ async def status_context(
     return {"view": view, "assets": assets}
 
 
-@router.post("/tasks/{task_id}/reimagine")
+@router.post("/gallery/{task_id}/reimagine")
 async def reimagine_task(
     request: Request,
     user: CsrfUserDep,
@@ -153,7 +159,7 @@ async def reimagine_task(
             error=describe_refusal(refused),
             status=refused.status,
         )
-    return RedirectResponse(f"/console/tasks/{created.ids[0]}", status_code=303)
+    return RedirectResponse(f"/console/gallery/{created.ids[0]}", status_code=303)
 
 
 async def _detail(
@@ -183,6 +189,7 @@ async def _detail(
             "actions": ACTIONS,
             "request_id": new_request_id(),
             "error": error,
+            "refresh": True,
             **status_now,
         },
         user=user,

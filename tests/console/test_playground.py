@@ -17,7 +17,7 @@ from tests.support.browser import sign_in, snap
 from tests.support.console import ConsoleServer, console_sign_in
 
 MODEL = "gpt-image-2-text-to-image"  # base 4 credits; quality low x0.5, high x2
-TASK_LINK = re.compile(r'href="/console/tasks/(task_[A-Za-z0-9_-]+)"')
+TASK_LINK = re.compile(r'href="/console/gallery/(task_[A-Za-z0-9_-]+)"')
 MEDIA_SRC = re.compile(r'<img class="result" src="([^"]+)"')
 HTMX = {"HX-Request": "true"}
 
@@ -99,17 +99,18 @@ async def test_create_charges_the_key_and_the_image_shows(
     # The next create gets a fresh request id (out of band), so it is a new task.
     assert 'id="request-id"' in created.text and "console-test-1" not in created.text
     assert await _balance(client, customer) == before - 8
+    assert created.headers["HX-Trigger"] == "balance-changed"  # the estimate asks again
     # A double submit (same request id, same form) is the same task, charged once.
     again = await client.post("/console/playground", data=form, headers=HTMX)
     assert set(TASK_LINK.findall(again.text)) == {task_id}
     assert await _balance(client, customer) == before - 8
 
     async def finished() -> str | None:
-        status = await client.get(f"/console/tasks/{task_id}/status", headers=HTMX)
+        status = await client.get(f"/console/gallery/{task_id}/status", headers=HTMX)
         assert status.status_code == 200, status.text
         waiting = 'data-state="waiting"' in status.text
         if waiting:  # it polls itself while it waits, and shows where it is
-            assert f'hx-get="/console/tasks/{task_id}/status"' in status.text
+            assert f'hx-get="/console/gallery/{task_id}/status"' in status.text
             assert re.search(r'<progress max="100" value="\d+"', status.text)
         return None if waiting else status.text
 
@@ -121,7 +122,7 @@ async def test_create_charges_the_key_and_the_image_shows(
     # Without htmx, a create goes to the task's page.
     plain = await client.post("/console/playground", data=_form(csrf))
     assert plain.status_code == 303
-    assert plain.headers["location"].startswith("/console/tasks/task_")
+    assert plain.headers["location"].startswith("/console/gallery/task_")
 
 
 async def test_refusals_name_the_field(
@@ -216,9 +217,13 @@ def test_playground_in_the_browser(browser: Browser, console_server: ConsoleServ
     page.select_option("#model-select", MODEL)
     page.wait_for_selector("#in-quality")
     page.fill("#in-prompt", "a red bicycle against a white wall")
-    page.wait_for_function("document.querySelector('#estimate-credits')?.textContent === '4'")
+    page.wait_for_function(
+        "document.querySelector('#estimate #estimate-credits')?.textContent === '4'"
+    )
     page.select_option("#in-quality", "high")
-    page.wait_for_function("document.querySelector('#estimate-credits')?.textContent === '8'")
+    page.wait_for_function(
+        "document.querySelector('#estimate #estimate-credits')?.textContent === '8'"
+    )
     snap(page, "console-playground")
     page.click("#generate")
     image = page.wait_for_selector("#run .task-status[data-state=success] img.result")
@@ -227,20 +232,29 @@ def test_playground_in_the_browser(browser: Browser, console_server: ConsoleServ
     snap(page, "console-playground-result")
     balance = httpx.get(console_server.base_url + "/api/v1/account", headers=customer.headers)
     assert balance.json()["data"]["balance"] == 32
-    # A second create with another prompt is another task (a fresh request id).
+    # The estimate follows the balance after a create.
+    page.wait_for_function("document.querySelector('#estimate').textContent.includes('balance 32')")
+    # A second create is another task (a fresh request id); one that takes a while shows
+    # its stage while it waits (the offline renderer's delay directive).
     first = page.get_attribute("#run .task-status", "id")
-    page.fill("#in-prompt", "the same bicycle at night")
+    page.fill("#in-prompt", "the same bicycle at night [[delay:1500]]")
     page.click("#generate")
     page.wait_for_function(
         "first => { const s = document.querySelector('#run .task-status');"
-        " return s && s.id !== first && s.dataset.state === 'success'; }",
+        " return s && s.id !== first && s.dataset.state === 'waiting'"
+        " && s.querySelector('progress') && s.querySelector('.stage'); }",
         arg=first,
     )
+    snap(page, "console-playground-waiting")
+    page.wait_for_selector("#run .task-status[data-state=success] img.result")
+    assert page.get_attribute("#run .task-status", "id") != first
     balance = httpx.get(console_server.base_url + "/api/v1/account", headers=customer.headers)
     assert balance.json()["data"]["balance"] == 24
     # Not enough credits for a 4K high-quality image: said on the page, nothing charged.
     page.select_option("#in-resolution", "4K")
-    page.wait_for_function("document.querySelector('#estimate-credits')?.textContent === '32'")
+    page.wait_for_function(
+        "document.querySelector('#estimate #estimate-credits')?.textContent === '32'"
+    )
     page.click("#generate")
     problem = page.wait_for_selector("#create-problem")
     assert problem is not None and "insufficient credits" in problem.inner_text()
