@@ -163,6 +163,29 @@ async def test_a_waiting_task_shows_its_place_and_cannot_be_reimagined(
     assert "task_id: the task is queued; only a completed task can be reimagined" in answer.text
 
 
+async def test_videos_get_players(client: httpx.AsyncClient, customer: Customer) -> None:
+    answer = await client.post(
+        "/api/v1/jobs/createTask",
+        json={
+            "model": "seedance-2.0-text-to-video",
+            "input": {"prompt": "waves", "resolution": "480p", "duration": "5"},
+        },
+        headers=customer.headers,
+    )
+    task_id = answer.json()["data"]["taskId"]
+    await wait_for_terminal(client, customer.headers, task_id)
+    await console_sign_in(client, customer.key)
+    gallery = await client.get("/console/gallery", params={"state": "success"})
+    assert re.search(r'<video class="thumb" src="[^"]+\.mp4\?[^"]*" controls', gallery.text)
+    page = await client.get(f"/console/gallery/{task_id}")
+    player = re.search(r'<video class="result" src="([^"]+)" controls', page.text)
+    assert player is not None
+    video = await client.get(player.group(1).replace("&amp;", "&"))
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+
+
+# Last in the module: once the module's browser is up, Playwright's sync API keeps an event
+# loop running in this thread, where the async tests above could not run.
 def test_playground_to_gallery_to_upscale_in_the_browser(
     browser: Browser, console_server: ConsoleServer
 ) -> None:

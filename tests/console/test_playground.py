@@ -203,6 +203,25 @@ async def test_a_post_without_csrf_token_creates_nothing(
     assert await _task_count(client, customer) == 0
 
 
+async def test_url_lists_are_one_url_a_line(client: httpx.AsyncClient, customer: Customer) -> None:
+    csrf = await console_sign_in(client, customer.key)
+    model = "gpt-image-2-image-to-image"
+    page = await client.get("/console/playground", params={"model": model})
+    assert re.search(r'<textarea id="in-input_urls" name="input_urls"[^>]*required', page.text)
+    urls = "\n".join(f"https://203.0.113.{n}/in.png" for n in range(1, 6))
+    form = {"csrf_token": csrf, "model": model, "prompt": "make it blue", "input_urls": urls}
+    too_many = await client.post("/console/playground/estimate", data=form)
+    assert too_many.status_code == 400
+    assert "input_urls must have at most 4 items" in too_many.text
+    private = await client.post(
+        "/console/playground", data={**form, "input_urls": "http://10.0.0.1/in.png\n"}
+    )
+    assert private.status_code == 400
+    assert "input_urls[0] is not allowed" in private.text
+
+
+# Last in the module: once the module's browser is up, Playwright's sync API keeps an event
+# loop running in this thread, where the async tests above could not run.
 def test_playground_in_the_browser(browser: Browser, console_server: ConsoleServer) -> None:
     customer = console_server.customer(credits=40)
     context = browser.new_context()
