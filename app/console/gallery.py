@@ -32,7 +32,7 @@ async def gallery_page(
     state: Text = "",
     start: Text = "",
     end: Text = "",
-    page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1,
+    page: Text = "1",
 ) -> Response:
     filters = {"model": model, "state": state, "start": start, "end": end}
     context: dict[str, Any] = {
@@ -41,11 +41,12 @@ async def gallery_page(
         "state_names": STATE_NAMES,
         "tasks": [],
         "assets": {},
-        "page": page,
+        "page": 1,
         "pages": 0,
         "total": 0,
     }
     try:
+        number = _page_number(page)
         listed = await list_tasks(
             session,
             runtime=runtime,
@@ -54,7 +55,7 @@ async def gallery_page(
             status=_state_code(state),
             start=start or None,
             end=end or None,
-            page=page,
+            page=number,
             page_size=PAGE_SIZE,
         )
     except AppError as refused:
@@ -72,11 +73,20 @@ async def gallery_page(
         assets=assets,
         total=listed.total,
         total_is_estimate=listed.total_is_estimate,
+        page=number,
         pages=-(-listed.total // PAGE_SIZE),
-        newer=_link(kept, page - 1) if page > 1 else None,
-        older=_link(kept, page + 1) if page * PAGE_SIZE < listed.total else None,
+        newer=_link(kept, number - 1) if number > 1 else None,
+        older=_link(kept, number + 1) if number * PAGE_SIZE < listed.total else None,
     )
     return render(request, "gallery.html", context, user=user)
+
+
+def _page_number(page: str) -> int:
+    """Raises InvalidInput."""
+    number = int(page) if page.strip().isdigit() else 0
+    if not 1 <= number <= PAGE_MAX:
+        raise InvalidInput(f"page must be an integer from 1 to {PAGE_MAX}", field="page")
+    return number
 
 
 def _state_code(state: str) -> int | None:

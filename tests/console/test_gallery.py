@@ -22,6 +22,7 @@ MODEL = "gpt-image-2-text-to-image"
 OTHER_MODEL = "gpt-image-1"
 TILE = re.compile(r'<article class="tile" data-task-id="([^"]+)"')
 HTMX = {"HX-Request": "true"}
+KEY_TOKEN = re.compile(r"\bsk_[A-Za-z0-9_-]{20,}")  # an API key (not the "sk_" of "task_")
 
 
 async def _create(client: httpx.AsyncClient, customer: Customer, model: str = MODEL) -> str:
@@ -86,6 +87,8 @@ async def test_newest_first_filters_and_paging(
         ({"start": today.isoformat(), "end": yesterday}, "end must not be before start"),
         ({"start": "01/12/2026"}, "start must be a date as YYYY-MM-DD"),
         ({"state": "done"}, "state must be one of queued, generating, success, fail"),
+        ({"page": "0"}, "page must be an integer from 1"),
+        ({"page": "two"}, "page must be an integer from 1"),
     ):
         refused = await client.get("/console/gallery", params=params)
         assert refused.status_code == 400, params
@@ -206,10 +209,12 @@ def test_playground_to_gallery_to_upscale_in_the_browser(
         f"document.querySelector(\"article[data-task-id='{task_id}'] img\").naturalWidth > 0"
     )
     snap(page, "console-gallery")
+    assert KEY_TOKEN.search(page.content()) is None
     page.click(f"article.tile[data-task-id='{task_id}'] .tile-media")
     page.wait_for_url(f"**/console/gallery/{task_id}")
     assert page.inner_text("#no-children")
     snap(page, "console-task")
+    assert KEY_TOKEN.search(page.content()) is None
 
     page.click("#actions button:has-text('Upscale')")
     page.wait_for_selector("#parent")

@@ -20,6 +20,7 @@ MODEL = "gpt-image-2-text-to-image"  # base 4 credits; quality low x0.5, high x2
 TASK_LINK = re.compile(r'href="/console/gallery/(task_[A-Za-z0-9_-]+)"')
 MEDIA_SRC = re.compile(r'<img class="result" src="([^"]+)"')
 HTMX = {"HX-Request": "true"}
+KEY_TOKEN = re.compile(r"\bsk_[A-Za-z0-9_-]{20,}")  # an API key (not the "sk_" of "task_")
 
 
 def _form(csrf: str, **inputs: str) -> dict[str, str]:
@@ -244,6 +245,7 @@ def test_playground_in_the_browser(browser: Browser, console_server: ConsoleServ
         "document.querySelector('#estimate #estimate-credits')?.textContent === '8'"
     )
     snap(page, "console-playground")
+    assert KEY_TOKEN.search(page.content()) is None
     page.click("#generate")
     image = page.wait_for_selector("#run .task-status[data-state=success] img.result")
     assert image is not None
